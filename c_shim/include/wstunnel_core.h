@@ -1,0 +1,262 @@
+/*
+ * wstunnel_core.h: the one contract between the C shim and the Rust core.
+ *
+ * Plain C types only: no httpd or APR header is included here, so the Rust
+ * core (which bindgen builds from this file) does not depend on the httpd
+ * version.  Every function declared here is implemented in Rust (src/ffi/);
+ * a signature drift between this header and the Rust exports fails the Rust
+ * build.
+ *
+ * Conventions:
+ *  - strings are (pointer, length) pairs and need not be NUL-terminated;
+ *  - the core never allocates: every buffer it fills is owned by the caller;
+ *  - outputs are written only when the function returns success;
+ *  - every pointer argument is checked for NULL (WST_ERR_ARG).
+ */
+#ifndef WSTUNNEL_CORE_H
+#define WSTUNNEL_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Results shared by the core's functions. */
+typedef enum wst_status {
+    WST_OK = 0,
+    WST_PARTIAL = 1,      /* need more input */
+    WST_ERR_ARG = 2,      /* NULL pointer or impossible argument */
+    WST_ERR_SPACE = 3,    /* output buffer too small */
+    WST_ERR_INVALID = 4,  /* input violates the protocol */
+    WST_DONE = 5          /* a stream decoder reached the end of its input */
+} wst_status;
+
+typedef struct wst_str {
+    const char *ptr;
+    size_t len;
+} wst_str;
+
+typedef struct wst_header {
+    wst_str name;
+    wst_str value;
+} wst_header;
+
+/* ------------------------------------------------------------------ */
+/* Client request check                                               */
+/* ------------------------------------------------------------------ */
+
+typedef enum wst_upgrade_verdict {
+    WST_UPGRADE_OK = 0,          /* tunnel it: protocol says what to send */
+    WST_UPGRADE_NONE = 1,        /* no upgrade was asked for */
+    WST_UPGRADE_MISMATCH = 2,    /* an upgrade, but not to what the route allows: 426 */
+    WST_UPGRADE_BAD_REQUEST = 3  /* a malformed WebSocket upgrade: 400 */
+} wst_upgrade_verdict;
+
+typedef struct wst_request_check {
+    wst_upgrade_verdict verdict;
+    /* The Upgrade value to send to the backend (WST_UPGRADE_OK only);
+     * points into the input headers or into static storage. */
+    wst_str protocol;
+    /* 1 when the upgrade is a WebSocket one (RFC 6455), whose 101 must carry
+     * the Sec-WebSocket-Accept answering `key`. */
+    int is_websocket;
+    /* The client's Sec-WebSocket-Key (points into the input), or empty. */
+    wst_str key;
+    /* Static NUL-terminated explanation for the log when verdict != OK. */
+    const char *reason;
+} wst_request_check;
+
+/*
+ * Decide what to do with a client request on a tunnel route.
+ *
+ * method:       the request method ("GET", ...).
+ * proto_num:    HTTP version as httpd encodes it (1001 for HTTP/1.1).
+ * headers:      the client's request headers, in order (repeats allowed).
+ * worker_upgrade: the route's upgrade= setting: NULL or "" for the default
+ *               (WebSocket), "NONE", "ANY", "*", or a comma list of tokens.
+ */
+wst_status wst_check_request(wst_str method, int proto_num,
+                             const wst_header *headers, size_t n_headers,
+                             wst_str worker_upgrade,
+                             wst_request_check *out);
+
+/* ------------------------------------------------------------------ */
+/* Backend request                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct wst_backend_request {
+    wst_str method;           /* normally "GET" */
+    wst_str path;             /* canonical path and query, starts with '/' */
+    wst_str host;             /* the Host header value to send */
+    const wst_header *headers;/* the client's headers, in order */
+    size_t n_headers;
+    wst_str protocol;         /* the Upgrade value to send */
+    int add_forwarded;        /* ProxyAddHeaders: 1 adds X-Forwarded-* */
+    wst_str forwarded_for;    /* client IP, appended to X-Forwarded-For */
+    wst_str forwarded_host;   /* client's Host, appended to X-Forwarded-Host */
+    wst_str forwarded_server; /* our ServerName, appended to X-Forwarded-Server */
+} wst_backend_request;
+
+/* Upper bound of the bytes wst_build_request writes for `req`. */
+size_t wst_request_size(const wst_backend_request *req);
+
+/*
+ * Write the HTTP/1.1 request to send to the backend into buf.
+ * Hop-by-hop headers (Connection and what it names, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade, Proxy-*) are dropped, Host is replaced, every
+ * other header is copied verbatim; then X-Forwarded-* (when asked) and
+ * `Upgrade: <protocol>` and `Connection: Upgrade`.  A name or value that
+ * could inject a line (CR, LF, NUL; a name that is not a token) gives
+ * WST_ERR_INVALID and writes nothing.
+ */
+wst_status wst_build_request(const wst_backend_request *req,
+                             unsigned char *buf, size_t cap, size_t *written);
+
+/* ------------------------------------------------------------------ */
+/* Backend response                                                   */
+/* ------------------------------------------------------------------ */
+
+#define WST_MAX_RESPONSE_HEADERS 100
+
+typedef enum wst_response_kind {
+    WST_RESP_TUNNEL = 0,       /* a 101 that answers the client: tunnel */
+    WST_RESP_BAD_UPGRADE = 1,  /* a 101 that does not answer it: 502 */
+    WST_RESP_OTHER = 2,        /* any other final status: relay as HTTP */
+    WST_RESP_INVALID = 3       /* not an HTTP/1.x response: 502 */
+} wst_response_kind;
+
+typedef enum wst_body_mode {
+    WST_BODY_NONE = 0,     /* no body (1xx, 204, 304, HEAD, Content-Length: 0) */
+    WST_BODY_LENGTH = 1,   /* exactly content_length bytes */
+    WST_BODY_CHUNKED = 2,  /* chunked: decode with wst_chunked_decode */
+    WST_BODY_CLOSE = 3     /* until the backend closes */
+} wst_body_mode;
+
+typedef struct wst_response {
+    wst_response_kind kind;
+    int status;
+    int minor_version;
+    size_t header_len;         /* bytes of status line + headers + blank line */
+    wst_str reason;            /* points into the parsed buffer */
+    size_t n_headers;
+    wst_header headers[WST_MAX_RESPONSE_HEADERS]; /* point into the buffer */
+    wst_body_mode body_mode;
+    uint64_t content_length;   /* WST_BODY_LENGTH only */
+    const char *why;           /* static text when kind is BAD_UPGRADE/INVALID */
+} wst_response;
+
+/*
+ * Parse the backend's response head in buf[0..len).
+ * Returns WST_PARTIAL while the head is incomplete (read more and call again
+ * with the whole buffer), WST_OK with *out filled once it is complete.
+ * Interim 1xx responses other than 101 are skipped (header_len covers them).
+ * A head larger than the buffer the caller is willing to grow gives
+ * WST_PARTIAL forever: the caller bounds it.
+ *
+ * check: the wst_request_check of the client request (protocol, key).
+ * head_request: 1 when the client's method was HEAD.
+ */
+wst_status wst_parse_response(const unsigned char *buf, size_t len,
+                              const wst_request_check *check,
+                              int head_request,
+                              wst_response *out);
+
+/* Chunked transfer decoding, in place. Zero-initialise before first use. */
+typedef struct wst_chunked {
+    uint64_t remaining;   /* bytes left in the current chunk */
+    uint32_t state;       /* decoder state, private */
+    uint32_t line_len;    /* length of the size/trailer line so far, private */
+} wst_chunked;
+
+/*
+ * Decode buf[0..len): the decoded body bytes are moved to the front of buf
+ * (*data_len of them); *consumed says how much of the input was used (the
+ * rest, if any, follows the body).
+ *   WST_OK           more input is expected
+ *   WST_DONE         the body is complete (last chunk and trailers seen)
+ *   WST_ERR_INVALID  malformed chunked encoding
+ */
+wst_status wst_chunked_decode(wst_chunked *st, unsigned char *buf, size_t len,
+                              size_t *data_len, size_t *consumed);
+
+/* ------------------------------------------------------------------ */
+/* The tunnel                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef enum wst_io {
+    WST_IO_OK = 0,      /* *n bytes moved (n > 0 for reads) */
+    WST_IO_AGAIN = 1,   /* nothing now, would block */
+    WST_IO_EOF = 2,     /* orderly end of input */
+    WST_IO_ERROR = 3    /* reset or failure: the endpoint is dead */
+} wst_io;
+
+/*
+ * Filtered I/O through httpd's connection filters (mod_ssl, ...),
+ * implemented by the shim.
+ *  read:  non-blocking; up to cap bytes.
+ *  write: writes and flushes all len bytes (may block up to the connection's
+ *         timeout); *n = len on WST_IO_OK.
+ *  shutdown_write: end the stream in this direction (TLS close_notify, FIN).
+ */
+typedef struct wst_endpoint_ops {
+    wst_io (*read)(void *ctx, unsigned char *buf, size_t cap, size_t *n);
+    wst_io (*write)(void *ctx, const unsigned char *buf, size_t len, size_t *n);
+    wst_io (*shutdown_write)(void *ctx);
+} wst_endpoint_ops;
+
+typedef struct wst_endpoint {
+    int fd;                      /* the socket, for poll() */
+    /* 1: no connection filters beyond httpd's core: after the ops' read
+     * first says WST_IO_AGAIN (filters drained), the core reads and writes
+     * the fd directly. 0: all I/O goes through ops. */
+    int raw;
+    void *ctx;
+    const wst_endpoint_ops *ops;
+    /* Buffer for the bytes read FROM this endpoint (owned by the caller);
+     * buf_len bytes at its start are already pending (e.g. what the backend
+     * sent right after its 101). */
+    unsigned char *buf;
+    size_t buf_cap;
+    size_t buf_len;
+} wst_endpoint;
+
+typedef struct wst_tunnel_config {
+    int idle_timeout_ms;  /* end the tunnel after this long without traffic; <= 0: never */
+    int tick_ms;          /* how often should_stop is asked; <= 0: 1000 */
+    int half_close;       /* 1: forward one side's EOF as a write shutdown and keep the other direction */
+    void *stop_ctx;
+    int (*should_stop)(void *stop_ctx);  /* may be NULL; non-zero ends the tunnel */
+} wst_tunnel_config;
+
+typedef enum wst_end_reason {
+    WST_END_CLOSED = 0,    /* both directions ended normally */
+    WST_END_CLIENT_ERROR = 1,
+    WST_END_BACKEND_ERROR = 2,
+    WST_END_IDLE = 3,
+    WST_END_STOPPED = 4,   /* should_stop said so */
+    WST_END_POLL_ERROR = 5
+} wst_end_reason;
+
+typedef struct wst_tunnel_stats {
+    uint64_t bytes_from_client;   /* read from the client (and written to the backend) */
+    uint64_t bytes_from_backend;  /* read from the backend (and written to the client) */
+    uint64_t bytes_to_client;     /* written to the client */
+    uint64_t bytes_to_backend;    /* written to the backend */
+    int closed_first;             /* 0 neither, 1 client, 2 backend */
+    wst_end_reason reason;
+    int os_error;                 /* errno of a failure, or 0 */
+} wst_tunnel_stats;
+
+/* Run the tunnel until both directions have ended (or an error, the idle
+ * timeout or should_stop). Returns WST_OK, or WST_ERR_ARG on bad arguments. */
+wst_status wst_tunnel_run(wst_endpoint *client, wst_endpoint *backend,
+                          const wst_tunnel_config *cfg,
+                          wst_tunnel_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WSTUNNEL_CORE_H */

@@ -1,0 +1,1 @@
+//! Client request checks, the backend request, and the backend response (to be written).

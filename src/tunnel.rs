@@ -1,0 +1,1 @@
+//! The poll-based bidirectional relay (to be written).
