@@ -1,0 +1,28 @@
+#!/bin/sh
+# Static checks of a built module: it binds no glibc symbol version above
+# 2.12 (CentOS 6), links no Rust std runtime, and exports only its module.
+set -eu
+so=$1
+fail=0
+need=$(objdump -T "$so" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+if [ -n "$need" ] && [ "$(printf '%s\n2.12\n' "$need" | sort -V | tail -1)" != "2.12" ]; then
+    echo "FAIL $so needs GLIBC_$need (CentOS 6 has 2.12):"
+    objdump -T "$so" | grep -E 'GLIBC_2\.(1[3-9]|[2-9][0-9])' | head -20
+    fail=1
+else
+    echo "ok   $so: highest glibc symbol version ${need:-none} <= 2.12"
+fi
+extra=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v -x -e proxy_wstunnel_module -e _init -e _fini || true)
+if [ -n "$extra" ]; then
+    echo "FAIL $so exports more than proxy_wstunnel_module: $(echo $extra | head -c 300)"
+    fail=1
+else
+    echo "ok   $so exports only proxy_wstunnel_module"
+fi
+if nm -D "$so" | grep -q -E 'rust_begin_unwind|_Unwind_Resume|std::'; then
+    echo "FAIL $so references the Rust std runtime or unwinder"
+    fail=1
+else
+    echo "ok   $so carries no Rust std runtime"
+fi
+exit $fail

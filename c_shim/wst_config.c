@@ -1,0 +1,109 @@
+/*
+ * wst_config.c: directives and per-directory configuration.
+ *
+ *   ProxyWebsocketFallbackToProxyHttp On|Off   accepted as in httpd 2.4.48+;
+ *       only an explicit On hands the tunnel to mod_proxy_http (where that
+ *       can tunnel); unset, this module tunnels itself.
+ *   ProxyWebsocketIdleTimeout <seconds>        httpd trunk's name; ends
+ *       tunnels idle that long. Default: none.
+ *   ProxyWebsocketAsyncDelay <ms>              httpd trunk's name; accepted
+ *       so configurations written for trunk load, and ignored.
+ */
+#include "wst_shim.h"
+
+int wst_proxy_http_loaded = 0;
+
+void *wst_create_dir_conf(apr_pool_t *p, char *dir)
+{
+    wst_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)dir;
+    conf->fallback_to_proxy_http = -1;
+    conf->idle_timeout = -1;
+    return conf;
+}
+
+void *wst_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    wst_dir_conf *base = basev, *add = addv;
+    wst_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->fallback_to_proxy_http = add->fallback_to_proxy_http != -1
+                                   ? add->fallback_to_proxy_http
+                                   : base->fallback_to_proxy_http;
+    conf->idle_timeout = add->idle_timeout != -1 ? add->idle_timeout
+                                                 : base->idle_timeout;
+    return conf;
+}
+
+int wst_proxy_http_serves_ws(void)
+{
+#if WST_PROXY_HTTP_TUNNELS
+    return wst_proxy_http_loaded;
+#else
+    return 0;
+#endif
+}
+
+int wst_hand_over_to_proxy_http(request_rec *r)
+{
+    wst_dir_conf *conf = ap_get_module_config(r->per_dir_config,
+                                              &proxy_wstunnel_module);
+    return conf->fallback_to_proxy_http == 1 && wst_proxy_http_serves_ws();
+}
+
+static const char *set_fallback(cmd_parms *cmd, void *dconf, int on)
+{
+    wst_dir_conf *conf = dconf;
+    (void)cmd;
+    conf->fallback_to_proxy_http = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *set_seconds(cmd_parms *cmd, const char *arg,
+                               apr_interval_time_t *out)
+{
+    char *end = NULL;
+    apr_int64_t secs = apr_strtoi64(arg, &end, 10);
+
+    if (!end || end == arg || *end || secs < 0 || secs > 86400 * 365) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name,
+                           " takes a whole number of seconds (0 = none)",
+                           NULL);
+    }
+    *out = apr_time_from_sec(secs);
+    return NULL;
+}
+
+static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    wst_dir_conf *conf = dconf;
+    return set_seconds(cmd, arg, &conf->idle_timeout);
+}
+
+static const char *set_async_delay(cmd_parms *cmd, void *dconf,
+                                   const char *arg)
+{
+    (void)dconf;
+    (void)arg;
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, cmd->server,
+                 "%s is accepted for compatibility with httpd trunk "
+                 "and has no effect", cmd->cmd->name);
+    return NULL;
+}
+
+const command_rec wst_cmds[] = {
+    AP_INIT_FLAG("ProxyWebsocketFallbackToProxyHttp", set_fallback, NULL,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On hands WebSocket tunnels to mod_proxy_http where it can "
+                 "tunnel them (httpd 2.4.47+); Off or unset: this module "
+                 "tunnels them"),
+    AP_INIT_TAKE1("ProxyWebsocketIdleTimeout", set_idle_timeout, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "seconds a tunnel may stay idle before it is closed "
+                  "(0 = no limit, the default)"),
+    AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "accepted for compatibility with httpd trunk; no effect"),
+    {NULL}
+};

@@ -1,0 +1,596 @@
+/*
+ * wst_handler.c: mod_proxy's scheme handler for ws:// and wss://.
+ *
+ * The decisions are the Rust core's (is this an upgrade we accept, what
+ * bytes go to the backend, does the backend's answer allow a tunnel); this
+ * file makes the httpd calls: backend connection, sending, reading, relaying
+ * a non-101 answer as an ordinary HTTP response, and starting the tunnel.
+ */
+#include "wst_shim.h"
+
+#define WST_HEAD_INITIAL 8192
+#define WST_HEAD_MAX (64 * 1024)
+#define WST_BODY_CHUNK 8192
+
+/* Is this header hop-by-hop for a response we relay? */
+static int wst_hop_by_hop(const char *name, const char *connection)
+{
+    static const char *const names[] = {
+        "Connection", "Keep-Alive", "TE", "Trailer", "Trailers",
+        "Transfer-Encoding", "Upgrade", "Proxy-Connection",
+        "Proxy-Authenticate", NULL
+    };
+    int i;
+
+    for (i = 0; names[i]; i++) {
+        if (WST_CASECMP(name, names[i]) == 0) {
+            return 1;
+        }
+    }
+    if (connection) {
+        /* every header the Connection header names */
+        const char *p = connection;
+        apr_size_t nlen = strlen(name);
+        while (*p) {
+            const char *start, *end;
+            while (*p == ' ' || *p == '\t' || *p == ',') {
+                p++;
+            }
+            start = p;
+            while (*p && *p != ',') {
+                p++;
+            }
+            end = p;
+            while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
+                end--;
+            }
+            if ((apr_size_t)(end - start) == nlen
+                    && WST_CASECMPN(start, name, nlen) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *wst_response_header(apr_pool_t *p, const wst_response *resp,
+                                       const char *name)
+{
+    const char *joined = NULL;
+    size_t i;
+
+    for (i = 0; i < resp->n_headers; i++) {
+        const wst_header *h = &resp->headers[i];
+        if (h->name.len == strlen(name)
+                && WST_CASECMPN(h->name.ptr, name, h->name.len) == 0) {
+            const char *v = apr_pstrmemdup(p, h->value.ptr, h->value.len);
+            joined = joined ? apr_pstrcat(p, joined, ", ", v, NULL) : v;
+        }
+    }
+    return joined;
+}
+
+/* Copy the backend's response headers into r->headers_out, without the
+ * hop-by-hop ones; map Location & co. back through ProxyPassReverse. */
+static void wst_copy_response_headers(request_rec *r, const wst_response *resp,
+                                      int relay)
+{
+    proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                                 &proxy_module);
+    const char *connection = wst_response_header(r->pool, resp, "Connection");
+    size_t i;
+
+    for (i = 0; i < resp->n_headers; i++) {
+        const wst_header *h = &resp->headers[i];
+        const char *name = apr_pstrmemdup(r->pool, h->name.ptr, h->name.len);
+        const char *value = apr_pstrmemdup(r->pool, h->value.ptr, h->value.len);
+
+        if (wst_hop_by_hop(name, connection)) {
+            continue;
+        }
+        if (relay) {
+            if (WST_CASECMP(name, "Content-Length") == 0) {
+                continue;                  /* set from the body framing */
+            }
+            if (WST_CASECMP(name, "Content-Type") == 0) {
+                ap_set_content_type(r, value);
+                continue;
+            }
+            if (WST_CASECMP(name, "Location") == 0
+                    || WST_CASECMP(name, "Content-Location") == 0
+                    || WST_CASECMP(name, "URI") == 0) {
+                value = ap_proxy_location_reverse_map(r, dconf, value);
+            }
+            else if (WST_CASECMP(name, "Set-Cookie") == 0) {
+                value = ap_proxy_cookie_reverse_map(r, dconf, value);
+            }
+        }
+        apr_table_add(r->headers_out, name, value);
+    }
+}
+
+/* Pass data through the request's output filters (copying it). */
+static apr_status_t wst_pass_body(request_rec *r, apr_bucket_brigade *bb,
+                                  const char *data, apr_size_t len)
+{
+    apr_status_t rv;
+
+    if (!len) {
+        return APR_SUCCESS;
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_heap_create(data, len, NULL,
+                                                       r->connection->bucket_alloc));
+    rv = ap_pass_brigade(r->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    return rv;
+}
+
+/* Read what the backend has, blocking, into buf (at most cap bytes).
+ * Returns APR_EOF at the end of its stream. */
+static apr_status_t wst_read_backend(conn_rec *backconn, apr_bucket_brigade *bb,
+                                     char *buf, apr_size_t cap, apr_size_t *got)
+{
+    apr_status_t rv;
+    apr_size_t len = cap;
+    int eos = 0;
+    apr_bucket *e;
+
+    *got = 0;
+    apr_brigade_cleanup(bb);
+    rv = ap_get_brigade(backconn->input_filters, bb, AP_MODE_READBYTES,
+                        APR_BLOCK_READ, cap);
+    if (rv != APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        return rv;
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            eos = 1;
+        }
+    }
+    rv = apr_brigade_flatten(bb, buf, &len);
+    apr_brigade_cleanup(bb);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    *got = len;
+    if (!len && (eos || APR_BRIGADE_EMPTY(bb))) {
+        return APR_EOF;
+    }
+    return APR_SUCCESS;
+}
+
+/* A non-101 answer: relay it as an ordinary HTTP response, body included,
+ * and never tunnel. */
+static int wst_relay_response(request_rec *r, conn_rec *backconn,
+                              apr_bucket_brigade *inbb, wst_response *resp,
+                              char *buf, apr_size_t len, apr_size_t cap)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
+    const char *rest = buf + resp->header_len;
+    apr_size_t rest_len = len - resp->header_len;
+    apr_uint64_t remaining = resp->content_length;
+    wst_chunked chunked;
+    apr_status_t rv = APR_SUCCESS;
+    int done = 0;
+
+    memset(&chunked, 0, sizeof(chunked));
+    r->status = resp->status;
+    r->status_line = apr_psprintf(r->pool, "%d %.*s", resp->status,
+                                  (int)resp->reason.len, resp->reason.ptr);
+    wst_copy_response_headers(r, resp, 1);
+    if (resp->body_mode == WST_BODY_LENGTH) {
+        ap_set_content_length(r, (apr_off_t)resp->content_length);
+    }
+    else if (resp->body_mode == WST_BODY_NONE) {
+        ap_set_content_length(r, 0);
+    }
+    /* The client asked to switch protocols and was refused: whatever it
+     * sent after its request must never be read as another request. */
+    c->keepalive = AP_CONN_CLOSE;
+
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(001)
+                  "backend answered %d instead of 101: relayed as HTTP, "
+                  "not tunnelled", resp->status);
+
+    /* Move the unparsed bytes to the front; they are the body's start. */
+    memmove(buf, rest, rest_len);
+    len = rest_len;
+
+    while (!done) {
+        if (len) {
+            switch (resp->body_mode) {
+            case WST_BODY_NONE:
+                done = 1;
+                break;
+            case WST_BODY_LENGTH: {
+                apr_size_t n = (apr_uint64_t)len < remaining ? len
+                                                             : (apr_size_t)remaining;
+                rv = wst_pass_body(r, out, buf, n);
+                remaining -= n;
+                done = remaining == 0;
+                break;
+            }
+            case WST_BODY_CHUNKED: {
+                size_t data_len = 0, consumed = 0;
+                wst_status st = wst_chunked_decode(&chunked, (unsigned char *)buf,
+                                                   len, &data_len, &consumed);
+                if (st == WST_ERR_INVALID || st == WST_ERR_ARG) {
+                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(002)
+                                  "malformed chunked body from the backend");
+                    c->aborted = 1;
+                    return DONE;
+                }
+                rv = wst_pass_body(r, out, buf, data_len);
+                done = st == WST_DONE;
+                break;
+            }
+            default:
+                rv = wst_pass_body(r, out, buf, len);
+                break;
+            }
+            if (rv != APR_SUCCESS) {
+                c->aborted = 1;
+                return DONE;
+            }
+        }
+        else if (resp->body_mode == WST_BODY_NONE
+                 || (resp->body_mode == WST_BODY_LENGTH && remaining == 0)) {
+            done = 1;
+        }
+        if (done) {
+            break;
+        }
+        rv = wst_read_backend(backconn, inbb, buf, cap, &len);
+        if (APR_STATUS_IS_EOF(rv)) {
+            if (resp->body_mode != WST_BODY_CLOSE) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(003)
+                              "backend closed before the end of its "
+                              "response body");
+                c->aborted = 1;
+                return DONE;
+            }
+            break;
+        }
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(004)
+                          "error reading the backend's response body");
+            c->aborted = 1;
+            return DONE;
+        }
+    }
+    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, out);
+    return OK;
+}
+
+/* The value of the Host header to send, as mod_proxy_http computes it. */
+static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
+                                    apr_uri_t *uri, const char *portstr)
+{
+#if WST_HTTPD_24
+    proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                                 &proxy_module);
+    int preserve = dconf->preserve_host;
+#else
+    int preserve = conf->preserve_host;
+#endif
+    const char *host = uri->hostname ? uri->hostname : "localhost";
+
+    (void)conf;
+    if (preserve) {
+        const char *h = apr_table_get(r->headers_in, "Host");
+        if (h && *h) {
+            return h;
+        }
+    }
+    if (ap_strchr_c(host, ':')) {
+        return apr_pstrcat(r->pool, "[", host, "]", portstr, NULL);
+    }
+    return apr_pstrcat(r->pool, host, portstr, NULL);
+}
+
+static int wst_add_forwarded(request_rec *r, proxy_server_conf *conf)
+{
+#if WST_HAVE_ADD_FORWARDED
+    proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                                 &proxy_module);
+    (void)conf;
+    return r->proxyreq == PROXYREQ_REVERSE && dconf->add_forwarded_headers;
+#else
+    (void)conf;
+    return r->proxyreq == PROXYREQ_REVERSE;
+#endif
+}
+
+static wst_str wst_s(const char *s)
+{
+    wst_str out;
+    out.ptr = s ? s : "";
+    out.len = s ? strlen(s) : 0;
+    return out;
+}
+
+/* Send the upgrade request, read and judge the answer, then tunnel or relay. */
+static int wst_process(request_rec *r, proxy_conn_rec *backend,
+                       proxy_server_conf *conf, apr_uri_t *uri,
+                       const char *locurl, const char *portstr,
+                       const wst_header *headers, size_t n_headers,
+                       const wst_request_check *check)
+{
+    conn_rec *c = r->connection;
+    conn_rec *backconn = backend->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
+    wst_backend_request req;
+    wst_response *resp = apr_pcalloc(r->pool, sizeof(*resp));
+    wst_tunnel_stats stats;
+    unsigned char *out;
+    size_t out_len = 0, size;
+    char *buf;
+    apr_size_t len = 0, cap = WST_HEAD_INITIAL;
+    apr_status_t rv;
+    wst_status st;
+
+    memset(&req, 0, sizeof(req));
+    req.method = wst_s(r->method);
+    req.path = wst_s(locurl);
+    req.host = wst_s(wst_backend_host(r, conf, uri, portstr));
+    req.headers = headers;
+    req.n_headers = n_headers;
+    req.protocol = check->protocol;
+    req.add_forwarded = wst_add_forwarded(r, conf);
+    req.forwarded_for = wst_s(WST_CLIENT_IP(r));
+    req.forwarded_host = wst_s(apr_table_get(r->headers_in, "Host"));
+    req.forwarded_server = wst_s(r->server->server_hostname);
+
+    size = wst_request_size(&req);
+    out = apr_palloc(r->pool, size ? size : 1);
+    st = wst_build_request(&req, out, size, &out_len);
+    if (st != WST_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(005)
+                      "refusing to forward the request: a header name or "
+                      "value could not be sent safely (status %d)", (int)st);
+        return HTTP_BAD_REQUEST;
+    }
+
+    rv = wst_write_flush(backconn, bb, (const char *)out, out_len);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(006)
+                      "failed to send the upgrade request to %s",
+                      backend->hostname);
+        return HTTP_BAD_GATEWAY;
+    }
+
+    buf = apr_palloc(r->pool, cap);
+    for (;;) {
+        apr_size_t got = 0;
+        if (len == cap) {
+            char *bigger;
+            if (cap >= WST_HEAD_MAX) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(007)
+                              "backend's response head is larger than %d "
+                              "bytes", WST_HEAD_MAX);
+                return HTTP_BAD_GATEWAY;
+            }
+            bigger = apr_palloc(r->pool, cap * 2);
+            memcpy(bigger, buf, len);
+            buf = bigger;
+            cap *= 2;
+        }
+        rv = wst_read_backend(backconn, bb, buf + len, cap - len, &got);
+        if (APR_STATUS_IS_TIMEUP(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(008)
+                          "timeout waiting for the backend's answer to the "
+                          "upgrade");
+            return HTTP_GATEWAY_TIME_OUT;
+        }
+        if (APR_STATUS_IS_EOF(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(009)
+                          "backend closed the connection before answering "
+                          "the upgrade");
+            return HTTP_BAD_GATEWAY;
+        }
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(010)
+                          "error reading the backend's answer");
+            return HTTP_BAD_GATEWAY;
+        }
+        len += got;
+        st = wst_parse_response((const unsigned char *)buf, len, check,
+                                r->header_only, resp);
+        if (st == WST_PARTIAL) {
+            continue;
+        }
+        if (st != WST_OK) {
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        break;
+    }
+
+    switch (resp->kind) {
+    case WST_RESP_TUNNEL:
+        break;
+    case WST_RESP_OTHER:
+        return wst_relay_response(r, backconn, bb, resp, buf, len, cap);
+    default:
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(011)
+                      "backend %s answered the upgrade with %d, refused: %s",
+                      backend->hostname, resp->status,
+                      resp->why ? resp->why : "invalid response");
+        return HTTP_BAD_GATEWAY;
+    }
+
+    /* 101: relay it with the backend's headers, then tunnel. */
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    r->status_line = NULL;
+    wst_copy_response_headers(r, resp, 0);
+    {
+        const char *upgrade = wst_response_header(r->pool, resp, "Upgrade");
+        apr_table_setn(r->headers_out, "Upgrade",
+                       upgrade ? upgrade : apr_pstrmemdup(r->pool,
+                                                          check->protocol.ptr,
+                                                          check->protocol.len));
+        apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    }
+    ap_send_interim_response(r, 1);
+    r->sent_bodyct = 1;
+
+    wst_run_tunnel(r, backend, buf + resp->header_len, len - resp->header_len,
+                   &stats);
+
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
+                  "tunnel closed: %" APR_UINT64_T_FMT " bytes from the client, "
+                  "%" APR_UINT64_T_FMT " from the backend, %s side closed "
+                  "first (end reason %d)",
+                  (apr_uint64_t)stats.bytes_from_client,
+                  (apr_uint64_t)stats.bytes_from_backend,
+                  stats.closed_first == 1 ? "client"
+                  : stats.closed_first == 2 ? "backend" : "no",
+                  (int)stats.reason);
+    (void)c;
+    return DONE;
+}
+
+/* Hand a plain request on a ws:// route to mod_proxy_http, as http://. */
+static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
+                                   proxy_server_conf *conf, const char *url,
+                                   const char *proxyname, apr_port_t proxyport)
+{
+    int scheme = wst_scheme_of(url);
+    char *http_url = apr_pstrcat(r->pool, scheme == 2 ? "https" : "http",
+                                 url + (scheme == 2 ? 3 : 2), NULL);
+
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(013)
+                  "no upgrade: %s served as plain HTTP by mod_proxy_http",
+                  url);
+    return proxy_run_scheme_handler(r, worker, conf, http_url, proxyname,
+                                    proxyport);
+}
+
+int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                char *url, const char *proxyname, apr_port_t proxyport)
+{
+    int scheme = wst_scheme_of(url);
+    const char *scheme_name = scheme == 2 ? "WSS" : "WS";
+    const char *worker_upgrade = "";
+    wst_request_check check;
+    wst_header *headers;
+    size_t n_headers = 0;
+    proxy_conn_rec *backend = NULL;
+    apr_uri_t *uri;
+    char *locurl = url;
+    char server_portstr[32];
+    int status;
+
+    if (!scheme) {
+        return DECLINED;
+    }
+    if (wst_hand_over_to_proxy_http(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                      "ProxyWebsocketFallbackToProxyHttp On: %s handed to "
+                      "mod_proxy_http", url);
+        return DECLINED;
+    }
+
+#if WST_HAVE_WORKER_UPGRADE
+    worker_upgrade = worker->s->upgrade;
+#endif
+    headers = wst_request_headers(r, &n_headers);
+    memset(&check, 0, sizeof(check));
+    if (wst_check_request(wst_s(r->method), r->proto_num, headers, n_headers,
+                          wst_s(worker_upgrade), &check) != WST_OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    switch (check.verdict) {
+    case WST_UPGRADE_OK:
+        break;
+    case WST_UPGRADE_NONE:
+        if (wst_proxy_http_loaded) {
+            return wst_plain_to_proxy_http(r, worker, conf, url, proxyname,
+                                           proxyport);
+        }
+        /* fall through */
+    case WST_UPGRADE_MISMATCH: {
+        const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+        const char *expected = *worker_upgrade ? worker_upgrade : "websocket";
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(02900)
+                      "require upgrade for URL %s (Upgrade header is %s, "
+                      "expecting %s)", url, upgrade ? upgrade : "missing",
+                      expected);
+        return wst_upgrade_required(r, expected);
+    }
+    default:
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(014)
+                      "bad upgrade request for URL %s: %s", url,
+                      check.reason ? check.reason : "invalid");
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return HTTP_BAD_REQUEST;
+    }
+
+#if WST_HAVE_CONN_MASTER
+    if (r->connection->master) {
+        /* An HTTP/2 stream (RFC 8441): its socket is the whole h2
+         * connection's, which this module must not poll or write. */
+        if (wst_proxy_http_serves_ws()) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(015)
+                          "WebSocket over HTTP/2: %s handed to "
+                          "mod_proxy_http", url);
+            return DECLINED;
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(016)
+                      "WebSocket over HTTP/2 is not supported by this module "
+                      "without mod_proxy_http: %s", url);
+        return HTTP_NOT_IMPLEMENTED;
+    }
+#endif
+
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(02451)
+                  "serving URL %s", url);
+
+    status = ap_proxy_acquire_connection(scheme_name, &backend, worker,
+                                         r->server);
+    if (status != OK) {
+        goto cleanup;
+    }
+    backend->is_ssl = scheme == 2;
+    backend->close = 1;
+
+    uri = apr_pcalloc(r->pool, sizeof(*uri));
+    status = ap_proxy_determine_connection(r->pool, r, conf, worker, backend,
+                                           uri, &locurl, proxyname, proxyport,
+                                           server_portstr,
+                                           sizeof(server_portstr));
+    if (status != OK) {
+        goto cleanup;
+    }
+
+    if (ap_proxy_connect_backend(scheme_name, backend, worker, r->server)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(02452)
+                      "failed to make connection to backend: %s",
+                      backend->hostname);
+        status = HTTP_SERVICE_UNAVAILABLE;
+        goto cleanup;
+    }
+
+#if WST_HAVE_CONN_CREATE_EX
+    status = ap_proxy_connection_create_ex(scheme_name, backend, r);
+#else
+    status = ap_proxy_connection_create(scheme_name, backend, r->connection,
+                                        r->server);
+#endif
+    if (status != OK) {
+        goto cleanup;
+    }
+
+    status = wst_process(r, backend, conf, uri, locurl, server_portstr,
+                         headers, n_headers, &check);
+
+cleanup:
+    if (backend) {
+        backend->close = 1;
+        ap_proxy_release_connection(scheme_name, backend, r->server);
+    }
+    return status;
+}

@@ -1,0 +1,276 @@
+/*
+ * wst_io.c: the tunnel's two endpoints as the Rust core sees them.
+ *
+ * An endpoint whose connection has only httpd's core filters is "raw": after
+ * the bytes the input filters already hold are drained through ap_get_brigade,
+ * the core moves bytes on the socket itself. Any other endpoint (mod_ssl,
+ * ...) is "filtered": every read and write goes through the callbacks below.
+ * mod_logio's %I/%O are kept right for the bytes the core moved itself.
+ */
+#include "wst_shim.h"
+#include "ap_mpm.h"
+#include "apr_optional.h"
+
+#define WST_TUNNEL_BUF (64 * 1024)
+#define WST_TICK_MS 250
+
+typedef struct wst_endpoint_ctx {
+    wst_io_ctx io;
+    apr_bucket_brigade *out;   /* for writes */
+    int eof;                   /* an EOS was seen behind returned data */
+    apr_uint64_t filtered_in;  /* bytes read through the input filters */
+    apr_uint64_t filtered_out; /* bytes written through the output filters */
+} wst_endpoint_ctx;
+
+typedef struct wst_stop_ctx {
+    apr_socket_t *client_sock;
+    apr_os_sock_t client_fd;
+} wst_stop_ctx;
+
+apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
+                             const char *buf, apr_size_t len)
+{
+    apr_status_t rv;
+
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create(buf, len,
+                                                            c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    rv = ap_pass_brigade(c->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    if (rv == APR_SUCCESS && c->aborted) {
+        rv = APR_ECONNABORTED;
+    }
+    return rv;
+}
+
+static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
+{
+    wst_endpoint_ctx *ctx = vctx;
+    apr_bucket_brigade *bb = ctx->io.bb;
+    apr_status_t rv;
+    apr_size_t len = cap;
+    apr_bucket *e;
+    int eos = 0;
+
+    if (ctx->eof) {
+        return WST_IO_EOF;
+    }
+    apr_brigade_cleanup(bb);
+    rv = ap_get_brigade(ctx->io.c->input_filters, bb, AP_MODE_READBYTES,
+                        APR_NONBLOCK_READ, cap);
+    if (APR_STATUS_IS_EAGAIN(rv)) {
+        apr_brigade_cleanup(bb);
+        return WST_IO_AGAIN;
+    }
+    if (APR_STATUS_IS_EOF(rv)) {
+        apr_brigade_cleanup(bb);
+        return WST_IO_EOF;
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(020)
+                      "tunnel: reading from the %s failed", ctx->io.name);
+        apr_brigade_cleanup(bb);
+        return WST_IO_ERROR;
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            eos = 1;
+        }
+    }
+    rv = apr_brigade_flatten(bb, (char *)buf, &len);
+    apr_brigade_cleanup(bb);
+    if (rv != APR_SUCCESS) {
+        return WST_IO_ERROR;
+    }
+    if (!len) {
+        return eos ? WST_IO_EOF : WST_IO_AGAIN;
+    }
+    ctx->eof = eos;
+    ctx->filtered_in += len;
+    *n = len;
+    return WST_IO_OK;
+}
+
+static wst_io ep_write(void *vctx, const unsigned char *buf, size_t len,
+                       size_t *n)
+{
+    wst_endpoint_ctx *ctx = vctx;
+    apr_status_t rv = wst_write_flush(ctx->io.c, ctx->out, (const char *)buf,
+                                      len);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(021)
+                      "tunnel: writing to the %s failed", ctx->io.name);
+        return WST_IO_ERROR;
+    }
+    ctx->filtered_out += len;
+    *n = len;
+    return WST_IO_OK;
+}
+
+static wst_io ep_shutdown_write(void *vctx)
+{
+    wst_endpoint_ctx *ctx = vctx;
+    apr_status_t rv = apr_socket_shutdown(ctx->io.sock, APR_SHUTDOWN_WRITE);
+    return rv == APR_SUCCESS ? WST_IO_OK : WST_IO_ERROR;
+}
+
+static const wst_endpoint_ops wst_filter_ops = {
+    ep_read, ep_write, ep_shutdown_write
+};
+
+/* The filters httpd puts on every plain connection and that the core may
+ * bypass: the core ones, and mod_logio's counter (accounted for below). */
+static int wst_passive_filter(const char *name)
+{
+    return WST_CASECMP(name, "core") == 0
+           || WST_CASECMP(name, "core_in") == 0
+           || WST_CASECMP(name, "log_input_output") == 0;
+}
+
+static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
+{
+    ap_filter_t *f;
+    int raw = 1;
+
+    for (f = c->input_filters; f; f = f->next) {
+        ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, r,
+                      "tunnel: %s input filter %s", name, f->frec->name);
+        raw &= wst_passive_filter(f->frec->name);
+    }
+    for (f = c->output_filters; f; f = f->next) {
+        ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, r,
+                      "tunnel: %s output filter %s", name, f->frec->name);
+        raw &= wst_passive_filter(f->frec->name);
+    }
+    return raw;
+}
+
+static int wst_should_stop(void *vctx)
+{
+    wst_stop_ctx *ctx = vctx;
+    apr_os_sock_t fd = -1;
+
+    /* On a hard stop the MPM shuts down and closes the sockets of the
+     * connections its workers serve: the tunnel ends with them. */
+    if (apr_os_sock_get(&fd, ctx->client_sock) != APR_SUCCESS
+            || fd != ctx->client_fd) {
+        return 1;
+    }
+    return 0;
+}
+
+static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
+                              const char *name, wst_endpoint_ctx *ctx,
+                              wst_endpoint *ep)
+{
+    apr_os_sock_t fd = -1;
+
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->io.r = r;
+    ctx->io.c = c;
+    ctx->io.sock = sock;
+    ctx->io.name = name;
+    ctx->io.bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    ctx->out = apr_brigade_create(r->pool, c->bucket_alloc);
+
+    apr_os_sock_get(&fd, sock);
+    memset(ep, 0, sizeof(*ep));
+    ep->fd = fd;
+    ep->raw = wst_is_raw(r, c, name);
+    ep->ctx = ctx;
+    ep->ops = &wst_filter_ops;
+    ep->buf = apr_palloc(r->pool, WST_TUNNEL_BUF);
+    ep->buf_cap = WST_TUNNEL_BUF;
+    ep->buf_len = 0;
+}
+
+void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
+                    const char *pending, apr_size_t pending_len,
+                    wst_tunnel_stats *stats)
+{
+    APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_in =
+        APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
+    APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_out =
+        APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
+    wst_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                               &proxy_wstunnel_module);
+    conn_rec *c = r->connection;
+    conn_rec *backconn = backend->connection;
+    apr_socket_t *client_sock = ap_get_conn_socket(c);
+    wst_endpoint_ctx cctx, bctx;
+    wst_endpoint client, origin;
+    wst_stop_ctx stop;
+    wst_tunnel_config cfg;
+
+    /* A bidirectional stream: no request timeouts, no coalescing, nothing
+     * after it on either connection. */
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    ap_remove_output_filter_byhandle(c->output_filters,
+                                     "SSL/TLS Coalescing Filter");
+    ap_remove_output_filter_byhandle(backconn->output_filters,
+                                     "SSL/TLS Coalescing Filter");
+    r->input_filters = r->proto_input_filters = c->input_filters;
+    r->output_filters = r->proto_output_filters = c->output_filters;
+    c->keepalive = AP_CONN_CLOSE;
+    backconn->keepalive = AP_CONN_CLOSE;
+
+    wst_endpoint_init(r, c, client_sock, "client", &cctx, &client);
+    wst_endpoint_init(r, backconn, backend->sock, "backend", &bctx, &origin);
+    if (pending_len > origin.buf_cap) {
+        pending_len = origin.buf_cap;   /* cannot happen: head max < buffer */
+    }
+    memcpy(origin.buf, pending, pending_len);
+    origin.buf_len = pending_len;
+
+    stop.client_sock = client_sock;
+    stop.client_fd = client.fd;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.idle_timeout_ms = dconf->idle_timeout > 0
+                          ? (int)apr_time_as_msec(dconf->idle_timeout) : 0;
+    cfg.tick_ms = WST_TICK_MS;
+    cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
+                     ? 0 : 1;
+    cfg.stop_ctx = &stop;
+    cfg.should_stop = wst_should_stop;
+
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                  "tunnel: client %s, backend %s, idle timeout %d ms",
+                  client.raw ? "raw" : "filtered",
+                  origin.raw ? "raw" : "filtered", cfg.idle_timeout_ms);
+
+    memset(stats, 0, sizeof(*stats));
+    if (wst_tunnel_run(&client, &origin, &cfg, stats) != WST_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(022)
+                      "tunnel: invalid arguments (a bug)");
+        c->aborted = 1;
+        return;
+    }
+
+    /* mod_logio saw the filtered bytes; add what the core moved itself. */
+    if (logio_in && stats->bytes_from_client > cctx.filtered_in) {
+        logio_in(c, (apr_off_t)(stats->bytes_from_client - cctx.filtered_in));
+    }
+    if (logio_out && stats->bytes_to_client > cctx.filtered_out) {
+        logio_out(c, (apr_off_t)(stats->bytes_to_client - cctx.filtered_out));
+    }
+
+    switch (stats->reason) {
+    case WST_END_CLIENT_ERROR:
+        c->aborted = 1;
+        break;
+    case WST_END_BACKEND_ERROR:
+        backconn->aborted = 1;
+        break;
+    case WST_END_IDLE:
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(023)
+                      "tunnel idle for %d ms: closed", cfg.idle_timeout_ms);
+        break;
+    case WST_END_STOPPED:
+        c->aborted = 1;
+        break;
+    default:
+        break;
+    }
+}

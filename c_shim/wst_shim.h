@@ -1,0 +1,96 @@
+/*
+ * wst_shim.h: declarations shared by the shim's files.
+ *
+ *   mod_proxy_wstunnel.c  module record and hook registration
+ *   wst_config.c          directives and per-directory configuration
+ *   wst_route.c           canon, check_trans and the 426 fallback (which
+ *                         requests are ours)
+ *   wst_handler.c         the scheme handler: backend connection, handshake,
+ *                         relaying a non-101 answer
+ *   wst_io.c              tunnel endpoints over httpd's filters, the call into
+ *                         the Rust tunnel, byte accounting
+ */
+#ifndef WST_SHIM_H
+#define WST_SHIM_H
+
+#include "mod_proxy.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "http_core.h"
+#include "apr_strings.h"
+
+#include "wst_compat.h"
+#include "wstunnel_core.h"
+
+extern module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
+
+/* Log tags: messages that stock mod_proxy_wstunnel also logs keep httpd's
+ * APLOGNO; this module's own messages are tagged "WSTnnn: ". */
+#define WSTNO(n) "WST" #n ": "
+
+/* ---- wst_config.c ---- */
+
+typedef struct wst_dir_conf {
+    int fallback_to_proxy_http;      /* -1 unset, 0 Off, 1 On */
+    apr_interval_time_t idle_timeout; /* -1 unset, 0 none */
+} wst_dir_conf;
+
+extern const command_rec wst_cmds[];
+void *wst_create_dir_conf(apr_pool_t *p, char *dir);
+void *wst_merge_dir_conf(apr_pool_t *p, void *base, void *add);
+
+/* Set at post_config: mod_proxy_http is loaded (and, on 2.4.47+, can tunnel
+ * upgrades itself and serve plain requests to ws:// URLs). */
+extern int wst_proxy_http_loaded;
+
+/* 1 when this request is to be handed to mod_proxy_http (explicit
+ * ProxyWebsocketFallbackToProxyHttp On, and mod_proxy_http can tunnel). */
+int wst_hand_over_to_proxy_http(request_rec *r);
+
+/* 1 when mod_proxy_http can serve a plain (non-upgrade) request to a ws://
+ * or wss:// URL. */
+int wst_proxy_http_serves_ws(void);
+
+/* ---- wst_route.c ---- */
+
+int wst_canon(request_rec *r, char *url);
+#if WST_HAVE_CHECK_TRANS
+int wst_check_trans(request_rec *r, const char *url);
+#endif
+int wst_translate_upgrade_required(request_rec *r);
+/* 1 for ws:, 2 for wss:, 0 otherwise */
+int wst_scheme_of(const char *url);
+/* Answer 426 with the Upgrade the route expects. */
+int wst_upgrade_required(request_rec *r, const char *expected);
+/* The client's headers as the core's view of them (pool memory). */
+wst_header *wst_request_headers(request_rec *r, size_t *n);
+
+/* ---- wst_handler.c ---- */
+
+int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                char *url, const char *proxyname, apr_port_t proxyport);
+
+/* ---- wst_io.c ---- */
+
+typedef struct wst_io_ctx {
+    request_rec *r;
+    conn_rec *c;
+    apr_socket_t *sock;
+    apr_bucket_brigade *bb;
+    const char *name;       /* "client" or "backend", for the log */
+} wst_io_ctx;
+
+/* Run the tunnel between the client and the backend connection; `pending`
+ * holds bytes the backend sent after its 101. Returns the stats. */
+void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
+                    const char *pending, apr_size_t pending_len,
+                    wst_tunnel_stats *stats);
+
+/* Write a whole buffer through a connection's output filters and flush,
+ * using (and emptying) the brigade bb. */
+apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
+                             const char *buf, apr_size_t len);
+
+#endif /* WST_SHIM_H */
