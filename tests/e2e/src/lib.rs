@@ -1,0 +1,75 @@
+//! End-to-end test harness for mod_proxy_wstunnel.
+//!
+//! * [`httpd`]: build an httpd.conf in a temp dir, start httpd on free ports, read its logs, stop it.
+//! * [`backend`]: the `wst-echo` backend process and Debian's `websocketd`.
+//! * [`client`]: raw TCP/TLS client and WebSocket client with full control over the request bytes.
+//! * [`pki`]: a throw-away CA and server certificate for 127.0.0.1/localhost.
+//! * [`ws`]: WebSocket frame and handshake helpers shared by the clients and `wst-echo`.
+//!
+//! Every network operation has a timeout ([`IO_TIMEOUT`]) so that no test can hang, whatever
+//! httpd does.
+
+pub mod backend;
+pub mod client;
+pub mod httpd;
+pub mod net;
+pub mod pki;
+pub mod ws;
+
+pub use backend::{Websocketd, WstEcho};
+pub use client::{
+    Browser, RawClient, Response, Target, UpgradeRequest, WsClient, CHROME_HEADERS,
+    FIREFOX_HEADERS,
+};
+pub use httpd::{AccessLine, Httpd, HttpdBuilder, StopReport};
+pub use pki::Pki;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Default timeout of every socket read/write done by the harness and its clients.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The repository root (tests/e2e/../..).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .unwrap_or(manifest)
+}
+
+/// Poll `f` every 20 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deterministic test payload of `len` bytes (printable ASCII, so it is also valid UTF-8 text).
+pub fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| b' ' + ((i.wrapping_mul(31).wrapping_add(seed as usize * 7) % 95) as u8))
+        .collect()
+}
+
+/// Deterministic binary payload of `len` bytes covering all byte values.
+pub fn binary_payload(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed as u32;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
