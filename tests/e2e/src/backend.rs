@@ -64,11 +64,20 @@ impl WstEcho {
     pub fn start() -> WstEcho {
         Self::spawn(None)
     }
+    /// TLS backend with the default number of TLS 1.3 session tickets (2, like OpenSSL).
     pub fn start_tls(pki: &Pki) -> WstEcho {
         Self::spawn(Some(pki))
     }
+    /// TLS backend sending `tickets` TLS 1.3 session tickets after the handshake.
+    pub fn start_tls_tickets(pki: &Pki, tickets: usize) -> WstEcho {
+        Self::spawn_with(Some(pki), &["--tls13-tickets".to_string(), tickets.to_string()])
+    }
 
     fn spawn(pki: Option<&Pki>) -> WstEcho {
+        Self::spawn_with(pki, &[])
+    }
+
+    fn spawn_with(pki: Option<&Pki>, extra: &[String]) -> WstEcho {
         let dir = tempfile::Builder::new()
             .prefix("wst-e2e-echo-")
             .tempdir()
@@ -79,6 +88,7 @@ impl WstEcho {
         if let Some(p) = pki {
             cmd.arg("--tls-cert").arg(p.cert_file());
             cmd.arg("--tls-key").arg(p.key_file());
+            cmd.args(extra);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -567,3 +567,21 @@ pub fn close(ws: &mut WebSocket<Stream>) {
         }
     }
 }
+
+/// One plain `GET path` (with `Connection: close`) and its whole response.
+pub fn http_get(target: &Target, path: &str) -> io::Result<Response> {
+    http_request(
+        target,
+        &UpgradeRequest::plain_get(path, &target.host).header("Connection", "close"),
+    )
+}
+
+/// Send `req` on a new connection and read one whole response.
+pub fn http_request(target: &Target, req: &UpgradeRequest) -> io::Result<Response> {
+    let mut c = RawClient::connect(target)?;
+    c.send(&req.to_bytes())?;
+    let head_request = req.method.eq_ignore_ascii_case("HEAD");
+    let mut r = c.read_head()?;
+    c.read_body(&mut r, head_request)?;
+    Ok(r)
+}

@@ -97,17 +97,25 @@ impl Pki {
     }
 }
 
-/// rustls server config from PEM files (used by wst-echo).
-pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+/// rustls server config from PEM files (used by wst-echo). `tls13_tickets`: how many TLS 1.3
+/// session tickets to send after the handshake (rustls default: 2, like OpenSSL).
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+    tls13_tickets: Option<usize>,
+) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("{}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let cfg = ServerConfig::builder()
+    let mut cfg = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("server config: {e}"))?;
+    if let Some(n) = tls13_tickets {
+        cfg.send_tls13_tickets = n;
+    }
     Ok(Arc::new(cfg))
 }
 

@@ -1,6 +1,6 @@
 //! wst-echo: the WebSocket backend of the end-to-end tests.
 //!
-//! `wst-echo [--port N] [--tls-cert FILE --tls-key FILE]` listens on 127.0.0.1:N (0: any free
+//! `wst-echo [--port N] [--tls-cert FILE --tls-key FILE [--tls13-tickets N]]` listens on 127.0.0.1:N (0: any free
 //! port), prints `LISTENING <port>` on stdout, and serves every connection in a thread. It logs
 //! `REQ <request line>` for every request head to stderr. The handshake is written by hand (so
 //! that broken answers can be produced); after a good 101, tungstenite takes over.
@@ -92,21 +92,23 @@ fn main() {
     let mut port: u16 = 0;
     let mut cert = None;
     let mut key = None;
+    let mut tickets = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0),
             "--tls-cert" => cert = args.next(),
             "--tls-key" => key = args.next(),
+            "--tls13-tickets" => tickets = args.next().and_then(|p| p.parse().ok()),
             _ => {
-                eprintln!("usage: wst-echo [--port N] [--tls-cert FILE --tls-key FILE]");
+                eprintln!("usage: wst-echo [--port N] [--tls-cert FILE --tls-key FILE [--tls13-tickets N]]");
                 std::process::exit(2);
             }
         }
     }
     let tls: Option<Arc<ServerConfig>> = match (cert, key) {
         (Some(c), Some(k)) => Some(
-            wst_e2e::pki::server_config_from_files(c.as_ref(), k.as_ref()).unwrap_or_else(|e| {
+            wst_e2e::pki::server_config_from_files(c.as_ref(), k.as_ref(), tickets).unwrap_or_else(|e| {
                 eprintln!("wst-echo: {e}");
                 std::process::exit(2)
             }),
