@@ -724,6 +724,15 @@ impl Httpd {
     ) -> Option<AccessLine> {
         crate::wait_for(timeout, || self.access_lines().into_iter().find(|l| pred(l)))
     }
+    /// Wait until one error-log line contains every one of `needles`; returns that line.
+    pub fn wait_error_line(&self, timeout: Duration, needles: &[&str]) -> Option<String> {
+        crate::wait_for(timeout, || {
+            self.error_log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_string)
+        })
+    }
     /// Wait until the error log contains `needle`.
     pub fn wait_error_log(&self, timeout: Duration, needle: &str) -> bool {
         crate::wait_for(timeout, || self.error_log().contains(needle).then_some(())).is_some()

@@ -104,7 +104,8 @@ fn debug_log_names_serving_url() {
     close(&mut ws);
     let want = format!("serving URL ws://127.0.0.1:{}/echo", b.port());
     assert!(
-        h.wait_error_log(Duration::from_secs(5), &want),
-        "error log lacks {want:?}"
+        h.wait_error_line(Duration::from_secs(5), &["proxy_wstunnel", &want])
+            .is_some(),
+        "error log lacks a proxy_wstunnel line with {want:?}"
     );
 }

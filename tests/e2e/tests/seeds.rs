@@ -261,8 +261,9 @@ fn seed_000_sockjs_proxypassmatch_in_ssl_vhost() {
     }
     let want = format!("serving URL ws://127.0.0.1:{}{ws_path}", b.port());
     assert!(
-        h.wait_error_log(Duration::from_secs(5), &want),
-        "error log lacks {want:?}"
+        h.wait_error_line(Duration::from_secs(5), &["proxy_wstunnel", &want])
+            .is_some(),
+        "error log lacks a proxy_wstunnel line with {want:?}"
     );
 
     // SockJS fallback transports hit the same ProxyPassMatch without an upgrade.

@@ -1,0 +1,116 @@
+//! Tunnels and the server's lifecycle: stop with open tunnels, idle timeout, no leaked
+//! connections on the backend side.
+
+use std::time::{Duration, Instant};
+
+use tungstenite::Message;
+use wst_e2e::client::{close, roundtrip, End, RawClient};
+use wst_e2e::{Browser, Httpd, WsClient, WstEcho};
+
+/// `-k stop` (SIGTERM) with open tunnels: httpd exits within about a second, and the clients
+/// see their connections end.
+#[test]
+fn stop_with_open_tunnels_is_prompt() {
+    let b = WstEcho::start();
+    let mut h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config("ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n")
+        .start();
+    let mut conns = Vec::new();
+    for br in [Browser::Chrome, Browser::Firefox, Browser::Chrome] {
+        let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/echo", br).unwrap();
+        assert_eq!(roundtrip(&mut ws, Message::text("up")).unwrap(), Message::text("up"));
+        conns.push(ws);
+    }
+    let report = h.stop();
+    assert!(!report.killed, "httpd needed SIGKILL");
+    assert!(
+        report.elapsed < Duration::from_millis(2500),
+        "stop took {:?} with open tunnels",
+        report.elapsed
+    );
+    for mut ws in conns {
+        ws.get_mut().set_read_timeout(Duration::from_secs(5)).unwrap();
+        let start = Instant::now();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => assert!(start.elapsed() < Duration::from_secs(5)),
+            }
+        }
+    }
+}
+
+/// ProxyWebsocketIdleTimeout ends a tunnel without traffic.
+#[test]
+fn idle_timeout_closes_idle_tunnel() {
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config("ProxyWebsocketIdleTimeout 1\nProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n")
+        .start();
+    let (_r, ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::Chrome).unwrap();
+    let mut ws = ws;
+    assert_eq!(roundtrip(&mut ws, Message::text("x")).unwrap(), Message::text("x"));
+    // Now idle: the proxy must close within ~1 s (allow 4).
+    let start = Instant::now();
+    ws.get_mut().set_read_timeout(Duration::from_secs(6)).unwrap();
+    let ended = loop {
+        match ws.read() {
+            Ok(Message::Close(_)) => break true,
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if wst_e2e::net::is_timeout(&e) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "idle tunnel still open after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "idle tunnel closed only after {:?}",
+        start.elapsed()
+    );
+}
+
+/// After clients go away (politely or abruptly), httpd holds no connection to the backend.
+#[test]
+fn no_backend_connections_left_after_clients_leave() {
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config("ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n")
+        .start();
+    for i in 0..6 {
+        let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::ALL[i % 2]).unwrap();
+        assert_eq!(roundtrip(&mut ws, Message::text("x")).unwrap(), Message::text("x"));
+        if i % 2 == 0 {
+            close(&mut ws);
+        } // else: dropped without a close frame (TCP FIN only)
+    }
+    // A raw client that resets mid-frame.
+    let t = h.target();
+    let req = wst_e2e::UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome);
+    let mut c = RawClient::connect(&t).unwrap();
+    c.send(&req.to_bytes()).unwrap();
+    let _ = c.read_head().unwrap();
+    c.send(&[0x82, 0xfe, 0x10, 0x00, 1, 2, 3, 4, 5]).unwrap(); // header of a 4 KiB frame, 1 byte
+    drop(c);
+    let backend_conns = || {
+        let out = std::process::Command::new("ss")
+            .args(["-Htn", "state", "established", &format!("( sport = :{} )", b.port())])
+            .output();
+        out.ok().map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+    };
+    if backend_conns().is_none() {
+        eprintln!("SKIP: no `ss` (iproute2) to count connections");
+        return;
+    }
+    let left = wst_e2e::wait_for(Duration::from_secs(5), || {
+        (backend_conns() == Some(0)).then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "backend still has {:?} established connections from httpd",
+        backend_conns()
+    );
+    let _ = End::Eof;
+}
