@@ -6,7 +6,7 @@ pub mod handshake;
 pub mod sys;
 pub mod tunnel;
 
-#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
+#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all, clippy::indexing_slicing)]
 pub mod contract {
     include!(concat!(env!("OUT_DIR"), "/contract.rs"));
 }

@@ -226,7 +226,9 @@ where
             };
             protocol.map(|p| (p, upgrade.clone().any(is_websocket_token)))
         }
-        Policy::Default => upgrade.find(|t| is_websocket_token(t)).map(|t| (t, true)),
+        // The default route sends the canonical `websocket` whatever case the
+        // client used: strict backends (ejabberd) compare it exactly.
+        Policy::Default => upgrade.find(|t| is_websocket_token(t)).map(|_| (WEBSOCKET, true)),
         Policy::List(allowed) => upgrade
             .find(|t| comma_tokens(allowed).any(|a| upgrade_token_matches(t, a)))
             .map(|t| (t, is_websocket_token(t))),
@@ -653,8 +655,8 @@ mod tests {
             .find(|h| h.name == b"Sec-WebSocket-Key")
             .unwrap();
         assert_eq!(c.key.as_ptr(), key_hdr.value.as_ptr());
-        let up_hdr = headers.iter().find(|h| h.name == b"Upgrade").unwrap();
-        assert_eq!(c.protocol.as_ptr(), up_hdr.value.as_ptr());
+        // The default route's protocol is the static canonical token.
+        assert_eq!(c.protocol.as_ptr(), WEBSOCKET.as_ptr());
     }
 
     #[test]
@@ -697,14 +699,14 @@ mod tests {
                     || c.protocol.eq_ignore_ascii_case(b"websocket/13")
             );
         }
-        // The protocol is the token as the client wrote it.
+        // The default route sends the canonical token, whatever the client's case.
         let headers = hs(&[
             ("Upgrade", "h2c, WebSocket"),
             ("Connection", "Upgrade"),
             ("Sec-WebSocket-Key", KEY),
             ("Sec-WebSocket-Version", "13"),
         ]);
-        assert_eq!(check("GET", 1001, &headers, "").protocol, b"WebSocket");
+        assert_eq!(check("GET", 1001, &headers, "").protocol, b"websocket");
     }
 
     #[test]
