@@ -656,7 +656,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.key.as_ptr(), key_hdr.value.as_ptr());
         // The default route's protocol is the static canonical token.
-        assert_eq!(c.protocol.as_ptr(), WEBSOCKET.as_ptr());
+        assert_eq!(c.protocol, WEBSOCKET);
     }
 
     #[test]
