@@ -15,6 +15,9 @@ SHIM_SRC := $(wildcard c_shim/*.c)
 SHIM_HDR := $(wildcard c_shim/*.h c_shim/include/*.h)
 RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
 SO := $(BUILD)/mod_proxy_wstunnel.so
+# x86_64: route memcpy to its GLIBC_2.2.5 version (see c_shim/wst_glibc.c).
+comma := ,
+WRAP_MEMCPY := $(if $(filter x86_64,$(shell uname -m)),-Wl$(comma)-Wl$(comma)--wrap=memcpy)
 
 .PHONY: all core install test unit e2e glibc-check demo clean
 
@@ -32,8 +35,8 @@ $(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map
 	cd $(BUILD)/obj && $(APXS) -c -o mod_proxy_wstunnel.la \
 	    -I$(CURDIR)/c_shim -I$(CURDIR)/c_shim/include \
 	    -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter -Wc,-Wno-missing-field-initializers -Wc,-fvisibility=hidden \
-	    -Wl,--version-script=$(CURDIR)/apxs/exports.map \
-	    -Wl,--no-undefined-version \
+	    -Wl,-Wl,--version-script=$(CURDIR)/apxs/exports.map \
+	    $(WRAP_MEMCPY) \
 	    $(notdir $(SHIM_SRC)) $(CURDIR)/$(CORE) >build.log 2>&1 \
 	    || { cat build.log; exit 1; }
 	@grep -i warning $(BUILD)/obj/build.log || true

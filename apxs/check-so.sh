@@ -19,8 +19,9 @@ if [ -n "$extra" ]; then
 else
     echo "ok   $so exports only proxy_wstunnel_module"
 fi
-if nm -D "$so" | grep -q -E 'rust_begin_unwind|_Unwind_Resume|std::'; then
-    echo "FAIL $so references the Rust std runtime or unwinder"
+undef=$(nm -D --undefined-only "$so" | awk '$1 == "U" {print $2}')
+if echo "$undef" | grep -q -E '^(_Unwind_|__rust_|rust_eh|__cxa_throw|pthread_|dl(sym|open)|getrandom)'; then
+    echo "FAIL $so needs the Rust std runtime or unwinder: $(echo "$undef" | grep -E '^(_Unwind_|__rust_|rust_eh|__cxa_throw|pthread_|dl(sym|open)|getrandom)' | head -5)"
     fail=1
 else
     echo "ok   $so carries no Rust std runtime"

@@ -20,3 +20,11 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: abort() has no preconditions and never returns.
     unsafe { libc::abort() }
 }
+
+/// The precompiled `core` refers to the unwinding personality routine even
+/// though this crate aborts on panic; without a definition the module would
+/// carry an undefined symbol and httpd's dlopen(RTLD_NOW) would refuse it.
+/// It is never called: nothing unwinds.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}

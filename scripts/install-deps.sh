@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing the module needs on Debian 12 (root or sudo).
+# Used by .ci/run and by the README's demo command.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Never let a package's postinst start a system httpd on port 80.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | sudo_ tee /usr/sbin/policy-rc.d >/dev/null
+    sudo_ chmod +x /usr/sbin/policy-rc.d
+fi
+
+pkgs="apache2 apache2-dev websocketd libclang-dev clang openssl binutils make gcc pkg-config"
+log=$(mktemp)
+sudo_ apt-get update -qq
+if ! sudo_ apt-get install -y -qq $pkgs >"$log" 2>&1; then
+    # design.md: apache2-dev may need libpcre2-8-0 at the mirror's version.
+    ver=$(apt-cache policy libpcre2-dev | awk '/Candidate:/ {print $2}')
+    sudo_ apt-get install -y -qq --allow-downgrades "libpcre2-8-0=$ver" "libpcre2-dev=$ver" $pkgs \
+        >>"$log" 2>&1 || { cat "$log"; exit 1; }
+fi
+rm -f "$log"
+command -v cargo >/dev/null || { echo "cargo is expected on this machine (rustup)"; exit 1; }
+echo "dependencies installed"
