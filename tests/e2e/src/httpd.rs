@@ -837,3 +837,104 @@ pub fn children_of(ppid: u32) -> Vec<u32> {
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(version: (u32, u32, u32)) -> Flavor {
+        Flavor {
+            httpd: PathBuf::from("/nonexistent/httpd"),
+            version,
+            version_string: format!("Server version: Apache/{}.{}.{}", version.0, version.1, version.2),
+            modules_dir: PathBuf::from("/nonexistent/modules"),
+            static_modules: vec!["mod_so".into(), "mod_log_config".into()],
+            builtin_mpm: (version < (2, 4, 0)).then(|| "prefork".to_string()),
+            wst_module: PathBuf::from("/x/mod_proxy_wstunnel.so"),
+            wst_is_stock: false,
+        }
+    }
+
+    fn render(f: &Flavor) -> String {
+        let dir = Path::new("/tmp/wst-e2e-test-dir");
+        let pki = Pki::generate();
+        HttpdBuilder::default()
+            .config("<Proxy *>\n    {ALLOW_ALL}\n</Proxy>\nProxyPassMatch ^/(a[0-9]{2})$ ws://127.0.0.1:{BACKEND_PORT}/$1")
+            .var("BACKEND_PORT", 4321)
+            .render(f, dir, &[("PORT".into(), 1234)], "event", &pki)
+            .map_err(|(e, _)| e)
+            .unwrap()
+    }
+
+    #[test]
+    fn config_for_httpd_22() {
+        let c = render(&fake((2, 2, 15)));
+        assert!(c.contains("LockFile \"/tmp/wst-e2e-test-dir/run/accept.lock\""), "{c}");
+        assert!(!c.contains("DefaultRuntimeDir") && !c.contains("Mutex "), "{c}");
+        assert!(!c.contains("LoadModule mpm_"), "{c}");
+        assert!(c.contains("MaxClients") && !c.contains("MaxRequestWorkers"), "{c}");
+        assert!(c.contains("<IfModule prefork.c>"), "{c}");
+        assert!(c.contains("Order allow,deny\n    Allow from all"), "{c}");
+        assert!(!c.contains("Require all granted"), "{c}");
+        assert!(c.contains("LogLevel debug\n"), "2.2 has no per-module LogLevel: {c}");
+        assert!(c.contains("Listen 127.0.0.1:1234"), "{c}");
+        assert!(c.contains("LoadModule proxy_wstunnel_module \"/x/mod_proxy_wstunnel.so\""), "{c}");
+        // Placeholders substituted, regex braces kept.
+        assert!(c.contains("ProxyPassMatch ^/(a[0-9]{2})$ ws://127.0.0.1:4321/$1"), "{c}");
+    }
+
+    #[test]
+    fn config_for_httpd_24_refuses_missing_mpm() {
+        // The fake modules dir has no mpm_event: rendering must say so rather than start an
+        // httpd without an MPM.
+        let f = fake((2, 4, 71));
+        let pki = Pki::generate();
+        let err = HttpdBuilder::default()
+            .render(&f, Path::new("/tmp/x"), &[("PORT".into(), 1)], "event", &pki)
+            .unwrap_err();
+        assert!(err.0.contains("MPM event not available"), "{}", err.0);
+    }
+
+    #[test]
+    fn config_for_real_httpd() {
+        let f = Flavor::get();
+        let pki = Pki::generate();
+        let c = HttpdBuilder::default()
+            .config("<Proxy *>\n    {ALLOW_ALL}\n</Proxy>\n")
+            .render(f, Path::new("/tmp/x"), &[("PORT".into(), 1), ("TLS".into(), 2)], "event", &pki)
+            .unwrap();
+        assert!(c.contains("Listen 127.0.0.1:1\nListen 127.0.0.1:2\n"), "{c}");
+        if f.is_24() {
+            assert!(c.contains("DefaultRuntimeDir \"/tmp/x/run\""), "{c}");
+            assert!(c.contains("LoadModule mpm_event_module"), "{c}");
+            assert!(c.contains("Require all granted"), "{c}");
+            assert!(c.contains("LogLevel warn proxy_wstunnel:debug"), "{c}");
+        }
+        assert!(c.contains("%I %O"), "{c}");
+    }
+
+    #[test]
+    fn log_level_mapping() {
+        assert_eq!(fake((2, 2, 15)).log_level("warn proxy_wstunnel:debug"), "LogLevel debug");
+        assert_eq!(fake((2, 2, 15)).log_level("info"), "LogLevel info");
+        assert_eq!(fake((2, 4, 1)).log_level("warn proxy:trace2"), "LogLevel warn proxy:trace2");
+    }
+
+    #[test]
+    fn version_parsing() {
+        assert_eq!(parse_version("Server version: Apache/2.4.71 (Debian)"), Some((2, 4, 71)));
+        assert_eq!(parse_version("Server version: Apache/2.2.15 (Unix)"), Some((2, 2, 15)));
+        assert_eq!(parse_version("nothing"), None);
+    }
+
+    #[test]
+    fn access_line_parsing() {
+        let l = AccessLine::parse(
+            "127.0.0.1 - - [21/Nov/2026:12:59:18 +0000] \"GET /ws/echo HTTP/1.1\" 101 - 1048904 1048717",
+        )
+        .unwrap();
+        assert_eq!(l.request, "GET /ws/echo HTTP/1.1");
+        assert_eq!((l.status, l.bytes_in, l.bytes_out), (101, 1048904, 1048717));
+        assert!(AccessLine::parse("garbage").is_none());
+    }
+}

@@ -160,3 +160,36 @@ pub fn has_token(value: &str, token: &str) -> bool {
         .split(',')
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_rfc6455_example() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn frames_roundtrip_all_length_forms() {
+        for n in [0usize, 1, 125, 126, 127, 65535, 65536, 70000] {
+            let p: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            for mask in [None, Some([1, 2, 3, 4])] {
+                let f = encode_frame(true, OP_BINARY, &p, mask);
+                assert!(decode_frame(&f[..f.len() - 1]).is_none(), "partial frame decoded");
+                let (d, used) = decode_frame(&f).unwrap();
+                assert_eq!(used, f.len());
+                assert_eq!(d.payload, p);
+                assert_eq!(d.masked, mask.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn token_lists() {
+        assert!(has_token("keep-alive, Upgrade", "upgrade"));
+        assert!(has_token("Upgrade", "upgrade"));
+        assert!(!has_token("upgraded", "upgrade"));
+        assert!(new_key().len() == 24);
+    }
+}

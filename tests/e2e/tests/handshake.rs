@@ -130,6 +130,10 @@ fn request_to_backend_preserve_host() {
 
 #[test]
 fn request_to_backend_without_add_headers() {
+    if Httpd::flavor().version < (2, 3, 10) {
+        eprintln!("SKIP: ProxyAddHeaders needs httpd 2.3.10+");
+        return;
+    }
     let (_b, h) = start_with("ProxyAddHeaders Off\n");
     let req = UpgradeRequest::new("/ws/headers", &h.target().host, Browser::Chrome);
     let (_resp, head) = backend_head(&h, &req);
