@@ -28,13 +28,13 @@ core: $(CORE)
 $(CORE): $(RUST_SRC) c_shim/include/wstunnel_core.h
 	$(CARGO) build --release --lib
 
-$(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map
+$(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map Makefile
 	@mkdir -p $(BUILD)/obj
 	rm -rf $(BUILD)/obj/*
 	cp $(SHIM_SRC) $(BUILD)/obj/
 	cd $(BUILD)/obj && $(APXS) -c -o mod_proxy_wstunnel.la \
 	    -I$(CURDIR)/c_shim -I$(CURDIR)/c_shim/include \
-	    -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter -Wc,-Wno-missing-field-initializers -Wc,-fvisibility=hidden \
+	    -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter -Wc,-Wno-missing-field-initializers \
 	    -Wl,-Wl,--version-script=$(CURDIR)/apxs/exports.map \
 	    $(WRAP_MEMCPY) \
 	    $(notdir $(SHIM_SRC)) $(CURDIR)/$(CORE) >build.log 2>&1 \

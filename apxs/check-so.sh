@@ -12,6 +12,10 @@ if [ -n "$need" ] && [ "$(printf '%s\n2.12\n' "$need" | sort -V | tail -1)" != "
 else
     echo "ok   $so: highest glibc symbol version ${need:-none} <= 2.12"
 fi
+if ! nm -D --defined-only "$so" | awk '{print $3}' | grep -q -x proxy_wstunnel_module; then
+    echo "FAIL $so does not export proxy_wstunnel_module: LoadModule would fail"
+    fail=1
+fi
 extra=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -v -x -e proxy_wstunnel_module -e _init -e _fini || true)
 if [ -n "$extra" ]; then
     echo "FAIL $so exports more than proxy_wstunnel_module: $(echo $extra | head -c 300)"
@@ -25,5 +29,16 @@ if echo "$undef" | grep -q -E '^(_Unwind_|__rust_|rust_eh|__cxa_throw|pthread_|d
     fail=1
 else
     echo "ok   $so carries no Rust std runtime"
+fi
+# Every undefined symbol must come from glibc (versioned) or from httpd, APR
+# and mod_proxy (resolved when httpd loads the module); anything else would
+# make httpd's dlopen fail.
+stray=$(nm -D --undefined-only "$so" | awk '$1 == "U" {print $2}' | grep -v '@' \
+        | grep -v -E '^(ap_|apr_|apu_|proxy_|ssl_|core_module$|proxy_module$)' || true)
+if [ -n "$stray" ]; then
+    echo "FAIL $so has undefined symbols nothing will provide: $(echo $stray | head -c 300)"
+    fail=1
+else
+    echo "ok   $so: every undefined symbol comes from glibc, httpd, APR or mod_proxy"
 fi
 exit $fail

@@ -8,6 +8,7 @@
  * (The old symbol is memmove-safe; nothing relies on the difference.)
  */
 #include <stddef.h>
+#include <string.h> /* defines __GLIBC__ */
 
 #if defined(__x86_64__) && defined(__GLIBC__)
 __asm__(".symver wst_memcpy_old, memcpy@GLIBC_2.2.5");
