@@ -70,7 +70,10 @@ impl WstEcho {
     }
     /// TLS backend sending `tickets` TLS 1.3 session tickets after the handshake.
     pub fn start_tls_tickets(pki: &Pki, tickets: usize) -> WstEcho {
-        Self::spawn_with(Some(pki), &["--tls13-tickets".to_string(), tickets.to_string()])
+        Self::spawn_with(
+            Some(pki),
+            &["--tls13-tickets".to_string(), tickets.to_string()],
+        )
     }
 
     fn spawn(pki: Option<&Pki>) -> WstEcho {
@@ -145,7 +148,11 @@ impl Drop for WstEcho {
     fn drop(&mut self) {
         kill_group(&mut self.child);
         if std::thread::panicking() {
-            eprintln!("----- wst-echo log (port {}) -----\n{}", self.port, self.log());
+            eprintln!(
+                "----- wst-echo log (port {}) -----\n{}",
+                self.port,
+                self.log()
+            );
         }
     }
 }
@@ -225,7 +232,11 @@ impl Drop for Websocketd {
     fn drop(&mut self) {
         kill_group(&mut self.child);
         if std::thread::panicking() {
-            eprintln!("----- websocketd log (port {}) -----\n{}", self.port, self.log());
+            eprintln!(
+                "----- websocketd log (port {}) -----\n{}",
+                self.port,
+                self.log()
+            );
         }
     }
 }

@@ -129,7 +129,9 @@ impl Response {
     }
     /// True if some `name` header contains `token` in its comma-separated list.
     pub fn header_has_token(&self, name: &str, token: &str) -> bool {
-        self.headers_all(name).iter().any(|v| ws::has_token(v, token))
+        self.headers_all(name)
+            .iter()
+            .any(|v| ws::has_token(v, token))
     }
     pub fn body_str(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -272,7 +274,9 @@ impl RawClient {
             return Ok(());
         }
         let deadline = Instant::now() + self.timeout;
-        let te = r.header("Transfer-Encoding").map(|s| s.to_ascii_lowercase());
+        let te = r
+            .header("Transfer-Encoding")
+            .map(|s| s.to_ascii_lowercase());
         if te.as_deref().is_some_and(|t| t.contains("chunked")) {
             let mut body = Vec::new();
             loop {
@@ -360,7 +364,9 @@ impl RawClient {
             if left.is_zero() {
                 break End::Timeout;
             }
-            let _ = self.stream.set_read_timeout(left.max(Duration::from_millis(1)));
+            let _ = self
+                .stream
+                .set_read_timeout(left.max(Duration::from_millis(1)));
             match self.fill() {
                 Ok(0) => break End::Eof,
                 Ok(_) => {}

@@ -18,8 +18,7 @@ pub mod ws;
 
 pub use backend::{Websocketd, WstEcho};
 pub use client::{
-    Browser, RawClient, Response, Target, UpgradeRequest, WsClient, CHROME_HEADERS,
-    FIREFOX_HEADERS,
+    Browser, RawClient, Response, Target, UpgradeRequest, WsClient, CHROME_HEADERS, FIREFOX_HEADERS,
 };
 pub use httpd::{AccessLine, Httpd, HttpdBuilder, StopReport};
 pub use pki::Pki;

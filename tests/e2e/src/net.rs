@@ -72,8 +72,7 @@ impl Stream {
             Some((cfg, name)) => {
                 let sn = ServerName::try_from(name.to_string())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let conn = ClientConnection::new(cfg.clone(), sn)
-                    .map_err(|e| io::Error::new(io::ErrorKind::Other, e))?;
+                let conn = ClientConnection::new(cfg.clone(), sn).map_err(io::Error::other)?;
                 let mut s = StreamOwned::new(conn, tcp);
                 // Complete the TLS handshake now so that errors show up at connect time.
                 while s.conn.is_handshaking() {
@@ -141,5 +140,8 @@ impl Write for Stream {
 
 /// True for the error kinds a read timeout produces.
 pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }

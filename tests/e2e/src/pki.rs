@@ -46,13 +46,17 @@ impl Pki {
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
                 .expect("server params");
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &ca, &ca_key).expect("sign server cert");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("sign server cert");
 
         let p = dir.path();
         write(&p.join("ca.pem"), &ca.pem());

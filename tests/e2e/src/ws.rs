@@ -35,7 +35,9 @@ pub fn fill_random(buf: &mut [u8]) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut x = t ^ CTR.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ (std::process::id() as u64) << 32;
+    let mut x = t
+        ^ CTR.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        ^ (std::process::id() as u64) << 32;
     for b in buf.iter_mut() {
         x ^= x << 13;
         x ^= x >> 7;
@@ -167,7 +169,10 @@ mod tests {
 
     #[test]
     fn accept_key_rfc6455_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -176,7 +181,10 @@ mod tests {
             let p: Vec<u8> = (0..n).map(|i| i as u8).collect();
             for mask in [None, Some([1, 2, 3, 4])] {
                 let f = encode_frame(true, OP_BINARY, &p, mask);
-                assert!(decode_frame(&f[..f.len() - 1]).is_none(), "partial frame decoded");
+                assert!(
+                    decode_frame(&f[..f.len() - 1]).is_none(),
+                    "partial frame decoded"
+                );
                 let (d, used) = decode_frame(&f).unwrap();
                 assert_eq!(used, f.len());
                 assert_eq!(d.payload, p);

@@ -92,8 +92,16 @@ fn access_log_shows_101_and_counts_tunneled_bytes() {
     assert!(line.bytes_in >= n as u64, "%I too small: {}", line.raw);
     assert!(line.bytes_out >= n as u64, "%O too small: {}", line.raw);
     // ...and not wildly more than what was moved (frame headers, masks, handshake, close).
-    assert!(line.bytes_in < n as u64 + 4096, "%I too large: {}", line.raw);
-    assert!(line.bytes_out < n as u64 + 4096, "%O too large: {}", line.raw);
+    assert!(
+        line.bytes_in < n as u64 + 4096,
+        "%I too large: {}",
+        line.raw
+    );
+    assert!(
+        line.bytes_out < n as u64 + 4096,
+        "%O too large: {}",
+        line.raw
+    );
 }
 
 #[test]

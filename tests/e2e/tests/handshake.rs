@@ -12,7 +12,9 @@ fn start_with(extra: &str) -> (WstEcho, Httpd) {
     let b = WstEcho::start();
     let h = Httpd::builder()
         .var("BACKEND_PORT", b.port())
-        .config(&format!("ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n{extra}"))
+        .config(&format!(
+            "ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n{extra}"
+        ))
         .start();
     (b, h)
 }
@@ -24,7 +26,11 @@ fn bytes_after_101_reach_client_first() {
     let (_b, h) = start_with("");
     for br in Browser::ALL {
         let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/push", br).unwrap();
-        assert_eq!(next_data(&mut ws).unwrap(), Message::text("pushed"), "{br:?}");
+        assert_eq!(
+            next_data(&mut ws).unwrap(),
+            Message::text("pushed"),
+            "{br:?}"
+        );
         assert_eq!(
             roundtrip(&mut ws, Message::text("after push")).unwrap(),
             Message::text("after push")
@@ -49,10 +55,17 @@ fn pipelined_client_frame_is_delivered() {
         let resp = c.read_head().unwrap();
         check_101(&req, &resp).unwrap();
         let f = c.read_frame().unwrap();
-        assert_eq!((f.opcode, &f.payload[..]), (OP_TEXT, &b"pipelined hello"[..]), "{br:?}");
+        assert_eq!(
+            (f.opcode, &f.payload[..]),
+            (OP_TEXT, &b"pipelined hello"[..]),
+            "{br:?}"
+        );
         assert!(!f.masked, "server frames are unmasked");
         let f = c.read_frame().unwrap();
-        assert_eq!((f.opcode, &f.payload[..]), (OP_BINARY, &[1u8, 2, 3, 0, 255][..]));
+        assert_eq!(
+            (f.opcode, &f.payload[..]),
+            (OP_BINARY, &[1u8, 2, 3, 0, 255][..])
+        );
     }
 }
 
@@ -86,15 +99,25 @@ fn request_to_backend_headers() {
         .header("TE", "trailers")
         .header("Cookie", "a=b; c=d")
         .header("Sec-WebSocket-Protocol", "chat, superchat")
-        .header("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")
+        .header(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        )
         .header("X-Custom", "  spaced   value ")
         .header("Accept-Language", "de-CH,de;q=0.9");
     let (resp, head) = backend_head(&h, &req);
 
     let first = head.lines().next().unwrap_or("");
-    assert_eq!(first, "GET /headers?a=1&b=%20x HTTP/1.1", "request line; head:\n{head}");
+    assert_eq!(
+        first, "GET /headers?a=1&b=%20x HTTP/1.1",
+        "request line; head:\n{head}"
+    );
     let hv = |n: &str| header_values(&head, n);
-    assert_eq!(hv("Host"), vec![format!("127.0.0.1:{}", b.port()).as_str()], "{head}");
+    assert_eq!(
+        hv("Host"),
+        vec![format!("127.0.0.1:{}", b.port()).as_str()],
+        "{head}"
+    );
     assert_eq!(hv("X-Forwarded-For"), vec!["127.0.0.1"], "{head}");
     assert_eq!(hv("X-Forwarded-Host"), vec![t.host.as_str()], "{head}");
     assert_eq!(hv("X-Forwarded-Server"), vec!["127.0.0.1"], "{head}");
@@ -110,14 +133,22 @@ fn request_to_backend_headers() {
         ("Sec-WebSocket-Key", req.key().unwrap()),
         ("Sec-WebSocket-Version", "13"),
         ("Sec-WebSocket-Protocol", "chat, superchat"),
-        ("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"),
+        (
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        ),
         ("X-Custom", "spaced   value"),
         ("Accept-Language", "de-CH,de;q=0.9"),
     ] {
         assert_eq!(hv(n), vec![v], "{n} not verbatim:\n{head}");
     }
     // The backend's choice of subprotocol is relayed in the 101.
-    assert_eq!(resp.header("Sec-WebSocket-Protocol"), Some("chat"), "{}", resp.head);
+    assert_eq!(
+        resp.header("Sec-WebSocket-Protocol"),
+        Some("chat"),
+        "{}",
+        resp.head
+    );
 }
 
 #[test]
@@ -125,7 +156,11 @@ fn request_to_backend_preserve_host() {
     let (_b, h) = start_with("ProxyPreserveHost On\n");
     let req = UpgradeRequest::new("/ws/headers", "ws.example.org:8443", Browser::Chrome);
     let (_resp, head) = backend_head(&h, &req);
-    assert_eq!(header_values(&head, "Host"), vec!["ws.example.org:8443"], "{head}");
+    assert_eq!(
+        header_values(&head, "Host"),
+        vec!["ws.example.org:8443"],
+        "{head}"
+    );
 }
 
 #[test]
@@ -138,7 +173,10 @@ fn request_to_backend_without_add_headers() {
     let req = UpgradeRequest::new("/ws/headers", &h.target().host, Browser::Chrome);
     let (_resp, head) = backend_head(&h, &req);
     for n in ["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Server"] {
-        assert!(header_values(&head, n).is_empty(), "{n} sent with ProxyAddHeaders Off:\n{head}");
+        assert!(
+            header_values(&head, n).is_empty(),
+            "{n} sent with ProxyAddHeaders Off:\n{head}"
+        );
     }
 }
 
@@ -151,19 +189,34 @@ fn upgrade_header_variants_are_tunneled() {
     let variants: Vec<(&str, UpgradeRequest)> = vec![
         ("Upgrade: WebSocket", base().set("Upgrade", "WebSocket")),
         ("Connection: UPGRADE", base().set("Connection", "UPGRADE")),
-        ("Firefox keep-alive, Upgrade", base().set("Connection", "keep-alive, Upgrade")),
-        ("Connection: Upgrade, keep-alive", base().set("Connection", "Upgrade, keep-alive")),
+        (
+            "Firefox keep-alive, Upgrade",
+            base().set("Connection", "keep-alive, Upgrade"),
+        ),
+        (
+            "Connection: Upgrade, keep-alive",
+            base().set("Connection", "Upgrade, keep-alive"),
+        ),
         (
             "repeated Connection",
-            base().set("Connection", "keep-alive").header("Connection", "Upgrade"),
+            base()
+                .set("Connection", "keep-alive")
+                .header("Connection", "Upgrade"),
         ),
         ("Upgrade list", base().set("Upgrade", "foo/1, websocket")),
-        ("lowercase names", base().remove("Upgrade").remove("Connection")
-            .header("upgrade", "websocket").header("connection", "upgrade")),
+        (
+            "lowercase names",
+            base()
+                .remove("Upgrade")
+                .remove("Connection")
+                .header("upgrade", "websocket")
+                .header("connection", "upgrade"),
+        ),
         ("no spaces", base().set("Connection", "keep-alive,Upgrade")),
     ];
     for (name, req) in variants {
-        let (_r, mut ws) = WsClient::connect_with(&t, &req).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_r, mut ws) =
+            WsClient::connect_with(&t, &req).unwrap_or_else(|e| panic!("{name}: {e}"));
         let m = roundtrip(&mut ws, Message::text(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(m, Message::text(name));
         close(&mut ws);
@@ -188,9 +241,15 @@ fn half_close_is_forwarded() {
         c.send(&f).unwrap();
     }
     c.shutdown_write().unwrap();
-    let f = c.read_frame().unwrap_or_else(|e| panic!("no byte count after half-close: {e}"));
+    let f = c
+        .read_frame()
+        .unwrap_or_else(|e| panic!("no byte count after half-close: {e}"));
     assert_eq!(String::from_utf8_lossy(&f.payload), sent.to_string());
     let (rest, end) = c.read_until_close(Duration::from_secs(5));
-    assert_eq!(end, End::Eof, "connection not closed after the backend closed");
+    assert_eq!(
+        end,
+        End::Eof,
+        "connection not closed after the backend closed"
+    );
     assert!(rest.is_empty(), "unexpected bytes {rest:?}");
 }

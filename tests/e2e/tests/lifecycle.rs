@@ -19,7 +19,10 @@ fn stop_with_open_tunnels_is_prompt() {
     let mut conns = Vec::new();
     for br in [Browser::Chrome, Browser::Firefox, Browser::Chrome] {
         let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/echo", br).unwrap();
-        assert_eq!(roundtrip(&mut ws, Message::text("up")).unwrap(), Message::text("up"));
+        assert_eq!(
+            roundtrip(&mut ws, Message::text("up")).unwrap(),
+            Message::text("up")
+        );
         conns.push(ws);
     }
     let report = h.stop();
@@ -30,7 +33,9 @@ fn stop_with_open_tunnels_is_prompt() {
         report.elapsed
     );
     for mut ws in conns {
-        ws.get_mut().set_read_timeout(Duration::from_secs(5)).unwrap();
+        ws.get_mut()
+            .set_read_timeout(Duration::from_secs(5))
+            .unwrap();
         let start = Instant::now();
         loop {
             match ws.read() {
@@ -51,10 +56,15 @@ fn idle_timeout_closes_idle_tunnel() {
         .start();
     let (_r, ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::Chrome).unwrap();
     let mut ws = ws;
-    assert_eq!(roundtrip(&mut ws, Message::text("x")).unwrap(), Message::text("x"));
+    assert_eq!(
+        roundtrip(&mut ws, Message::text("x")).unwrap(),
+        Message::text("x")
+    );
     // Now idle: the proxy must close within ~1 s (allow 4).
     let start = Instant::now();
-    ws.get_mut().set_read_timeout(Duration::from_secs(6)).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Duration::from_secs(6))
+        .unwrap();
     let ended = loop {
         match ws.read() {
             Ok(Message::Close(_)) => break true,
@@ -81,7 +91,10 @@ fn no_backend_connections_left_after_clients_leave() {
         .start();
     for i in 0..6 {
         let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::ALL[i % 2]).unwrap();
-        assert_eq!(roundtrip(&mut ws, Message::text("x")).unwrap(), Message::text("x"));
+        assert_eq!(
+            roundtrip(&mut ws, Message::text("x")).unwrap(),
+            Message::text("x")
+        );
         if i % 2 == 0 {
             close(&mut ws);
         } // else: dropped without a close frame (TCP FIN only)
@@ -96,9 +109,15 @@ fn no_backend_connections_left_after_clients_leave() {
     drop(c);
     let backend_conns = || {
         let out = std::process::Command::new("ss")
-            .args(["-Htn", "state", "established", &format!("( sport = :{} )", b.port())])
+            .args([
+                "-Htn",
+                "state",
+                "established",
+                &format!("( sport = :{} )", b.port()),
+            ])
             .output();
-        out.ok().map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        out.ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
     };
     if backend_conns().is_none() {
         eprintln!("SKIP: no `ss` (iproute2) to count connections");

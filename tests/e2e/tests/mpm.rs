@@ -43,7 +43,10 @@ fn echo_under(mpm: &str) {
                 Message::text(text)
             );
             let bin = binary_payload(n, i as u8);
-            assert_eq!(roundtrip(ws, Message::binary(bin.clone())).unwrap(), Message::binary(bin));
+            assert_eq!(
+                roundtrip(ws, Message::binary(bin.clone())).unwrap(),
+                Message::binary(bin)
+            );
         }
     }
     for ws in conns.iter_mut() {

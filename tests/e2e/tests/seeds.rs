@@ -160,7 +160,11 @@ fn seed_003_rewrite_p_ws_backend() {
         .config(SEED_003_WS)
         .start();
     for br in Browser::ALL {
-        echo_once(&h.target(), "/liveviewhandler/tests/1/developer/ws-proxy", br);
+        echo_once(
+            &h.target(),
+            "/liveviewhandler/tests/1/developer/ws-proxy",
+            br,
+        );
     }
     let r = http_get(&h.target(), "/tests/overview?distri=fedora").unwrap();
     assert_eq!(r.status, 200, "{}", r.head);

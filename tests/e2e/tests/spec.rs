@@ -43,7 +43,11 @@ fn non_101_relayed(path: &str, status: u16, body: &str) {
         let (mut c, r) = upgrade_response(&t, &req);
         assert_eq!(r.status, status, "{br:?}:\n{}", r.head);
         assert_eq!(r.body_str(), body, "{br:?}: body");
-        assert!(!r.header_has_token("Upgrade", "websocket"), "{br:?}: Upgrade in a {status}:\n{}", r.head);
+        assert!(
+            !r.header_has_token("Upgrade", "websocket"),
+            "{br:?}: Upgrade in a {status}:\n{}",
+            r.head
+        );
         // A WebSocket frame now must not be tunneled.
         let frame = ws::client_frame(OP_TEXT, b"this must not be tunneled");
         c.send(&frame).ok();
@@ -59,9 +63,17 @@ fn non_101_relayed(path: &str, status: u16, body: &str) {
                 String::from_utf8_lossy(&after)
             );
         }
-        assert_ne!(end, End::Timeout, "{br:?}: garbage after a {status} left the connection open");
+        assert_ne!(
+            end,
+            End::Timeout,
+            "{br:?}: garbage after a {status} left the connection open"
+        );
     }
-    assert!(!b.log().contains("RAW"), "backend got tunneled bytes:\n{}", b.log());
+    assert!(
+        !b.log().contains("RAW"),
+        "backend got tunneled bytes:\n{}",
+        b.log()
+    );
 }
 
 #[test]
@@ -71,7 +83,11 @@ fn backend_404_is_relayed_with_body_not_tunneled() {
 
 #[test]
 fn backend_403_chunked_is_relayed_with_body_not_tunneled() {
-    non_101_relayed("/ws/status-chunked/403", 403, "status 403 from wst-echo (chunked)\n");
+    non_101_relayed(
+        "/ws/status-chunked/403",
+        403,
+        "status 403 from wst-echo (chunked)\n",
+    );
 }
 
 #[test]
@@ -111,7 +127,11 @@ fn plain_get_on_ws_route_without_proxy_http_is_426() {
     let r = http_get(&h.target(), "/ws/echo").unwrap();
     assert_eq!(r.status, 426, "{}", r.head);
     assert!(r.header_has_token("Upgrade", "websocket"), "{}", r.head);
-    assert!(b.requests().is_empty(), "backend contacted: {:?}", b.requests());
+    assert!(
+        b.requests().is_empty(),
+        "backend contacted: {:?}",
+        b.requests()
+    );
 }
 
 /// A ws:// route without an upgrade, with mod_proxy_http loaded: plain HTTP to the backend.
@@ -125,10 +145,18 @@ fn plain_get_on_ws_route_with_proxy_http_is_proxied() {
 
 fn expect_400(req: UpgradeRequest, what: &str) {
     let (b, h) = start();
-    let req = UpgradeRequest { headers: req.headers.clone(), ..req }.set("Host", &h.target().host);
+    let req = UpgradeRequest {
+        headers: req.headers.clone(),
+        ..req
+    }
+    .set("Host", &h.target().host);
     let (_c, r) = upgrade_response(&h.target(), &req);
     assert_eq!(r.status, 400, "{what}:\n{}", r.head);
-    assert!(b.requests().is_empty(), "{what}: backend contacted: {:?}", b.requests());
+    assert!(
+        b.requests().is_empty(),
+        "{what}: backend contacted: {:?}",
+        b.requests()
+    );
 }
 
 #[test]
@@ -199,13 +227,20 @@ fn backend_silent_times_out_with_error_status() {
         .start();
     let t = h.target();
     let started = Instant::now();
-    let (_c, r) = upgrade_response(&t, &UpgradeRequest::new("/ws/slow", &t.host, Browser::Chrome));
+    let (_c, r) = upgrade_response(
+        &t,
+        &UpgradeRequest::new("/ws/slow", &t.host, Browser::Chrome),
+    );
     assert!(
         matches!(r.status, 502 | 504),
         "expected 502/504 after ProxyTimeout, got:\n{}",
         r.head
     );
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Never a 500 for odd but well-formed requests to a ws:// route.
@@ -229,15 +264,23 @@ fn odd_requests_never_500() {
             r.version = "HTTP/1.0".into();
             r
         }),
-        ("Upgrade: h2c", UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome).set("Upgrade", "h2c")),
-        ("Sec-WebSocket-Version: 8", UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome).set("Sec-WebSocket-Version", "8")),
+        (
+            "Upgrade: h2c",
+            UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome).set("Upgrade", "h2c"),
+        ),
+        (
+            "Sec-WebSocket-Version: 8",
+            UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome)
+                .set("Sec-WebSocket-Version", "8"),
+        ),
     ];
     for (name, req) in cases {
         let mut c = RawClient::connect(&t).unwrap();
         c.send(&req.to_bytes()).unwrap();
         let mut r = c.read_head().unwrap_or_else(|e| panic!("{name}: {e}"));
         if r.status != 101 {
-            c.read_body(&mut r, req.method == "HEAD").unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.read_body(&mut r, req.method == "HEAD")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         } else {
             check_101(&req, &r).unwrap_or_else(|e| panic!("{name}: {e}"));
         }

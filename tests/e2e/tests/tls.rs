@@ -16,7 +16,8 @@ fn need_ssl() -> bool {
 
 fn exercise(t: &Target) {
     for br in Browser::ALL {
-        let (_r, mut ws) = WsClient::connect(t, "/ws/push", br).unwrap_or_else(|e| panic!("{br:?}: {e}"));
+        let (_r, mut ws) =
+            WsClient::connect(t, "/ws/push", br).unwrap_or_else(|e| panic!("{br:?}: {e}"));
         assert_eq!(next_data(&mut ws).unwrap(), Message::text("pushed"));
         for n in [0usize, 126, 65536, 1 << 20] {
             let bin = binary_payload(n, n as u8);

@@ -108,10 +108,12 @@ fn main() {
     }
     let tls: Option<Arc<ServerConfig>> = match (cert, key) {
         (Some(c), Some(k)) => Some(
-            wst_e2e::pki::server_config_from_files(c.as_ref(), k.as_ref(), tickets).unwrap_or_else(|e| {
-                eprintln!("wst-echo: {e}");
-                std::process::exit(2)
-            }),
+            wst_e2e::pki::server_config_from_files(c.as_ref(), k.as_ref(), tickets).unwrap_or_else(
+                |e| {
+                    eprintln!("wst-echo: {e}");
+                    std::process::exit(2)
+                },
+            ),
         ),
         (None, None) => None,
         _ => {
@@ -250,7 +252,12 @@ fn parse_req(head: &[u8]) -> Result<Req, String> {
             headers: r
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect(),
         }),
         Ok(httparse::Status::Partial) => Err("partial head".into()),
@@ -290,14 +297,14 @@ fn echo(mut w: WebSocket<Conn>) -> io::Result<()> {
         match w.read() {
             Ok(m @ Message::Text(_)) | Ok(m @ Message::Binary(_)) => {
                 if let Err(e) = w.send(m) {
-                    return Err(io::Error::new(io::ErrorKind::Other, e));
+                    return Err(io::Error::other(e));
                 }
             }
             Ok(_) => {}
             Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
                 return Ok(())
             }
-            Err(e) => return Err(io::Error::new(io::ErrorKind::Other, e)),
+            Err(e) => return Err(io::Error::other(e)),
         }
     }
 }
@@ -334,14 +341,20 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
                 return Ok(());
             }
         };
-        log(&format!("REQ {} {} HTTP/1.{}", req.method, req.path, req.version));
+        log(&format!(
+            "REQ {} {} HTTP/1.{}",
+            req.method, req.path, req.version
+        ));
         let path = req.path.split('?').next().unwrap_or("").to_string();
         let upgrade = req.has_token("Upgrade", "websocket");
         let close_after = req.has_token("Connection", "close") || req.version == 0;
 
         // Discard a request body (plain requests with Content-Length only).
         if !upgrade {
-            if let Some(n) = req.header("Content-Length").and_then(|v| v.trim().parse::<usize>().ok()) {
+            if let Some(n) = req
+                .header("Content-Length")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
                 while buf.len() < n {
                     let r = c.read(&mut chunk)?;
                     if r == 0 {
@@ -382,7 +395,11 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
             } else {
                 format!("plain {} {}\n", req.method, req.path).into_bytes()
             };
-            let extra = if close_after { "Connection: close\r\n" } else { "" };
+            let extra = if close_after {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
             c.write_all(&response(200, &body, extra))?;
             c.flush()?;
             if close_after {
@@ -392,7 +409,10 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
         }
 
         // WebSocket upgrade.
-        let Some(key) = req.header("Sec-WebSocket-Key").map(|k| k.trim().to_string()) else {
+        let Some(key) = req
+            .header("Sec-WebSocket-Key")
+            .map(|k| k.trim().to_string())
+        else {
             c.write_all(&response(400, b"missing Sec-WebSocket-Key\n", ""))?;
             continue;
         };
@@ -457,7 +477,7 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
         let mut w = WebSocket::from_partially_read(c, buf, Role::Server, Some(ws_config()));
         if path.contains("/headers") {
             if let Err(e) = w.send(Message::text(head_text)) {
-                return Err(io::Error::new(io::ErrorKind::Other, e));
+                return Err(io::Error::other(e));
             }
         }
         return echo(w);
