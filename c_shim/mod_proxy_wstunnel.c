@@ -5,6 +5,7 @@
  * and LoadModule line; the work is done by a Rust core (src/) through the
  * contract in include/wstunnel_core.h. This file only wires it into httpd.
  */
+#define WST_MODULE_RECORD_FILE
 #include "wst_shim.h"
 
 static int wst_post_config(apr_pool_t *pconf, apr_pool_t *plog,

@@ -26,6 +26,13 @@
 
 extern module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 
+/* 2.4: log under this module's name, so "LogLevel proxy_wstunnel:debug"
+ * applies to every file of the shim. */
+#if defined(APLOG_USE_MODULE) && !defined(WST_MODULE_RECORD_FILE)
+/* (the file with the module record gets it from AP_DECLARE_MODULE) */
+APLOG_USE_MODULE(proxy_wstunnel);
+#endif
+
 /* Log tags: messages that stock mod_proxy_wstunnel also logs keep httpd's
  * APLOGNO; this module's own messages are tagged "WSTnnn: ". */
 #define WSTNO(n) "WST" #n ": "
