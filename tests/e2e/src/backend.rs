@@ -23,7 +23,8 @@ fn kill_group(child: &mut Child) {
 
 /// Path of the wst-echo binary: `WST_ECHO_BIN`, or next to the running test binary's `deps/`.
 pub fn wst_echo_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("WST_ECHO_BIN") {
+    let p = crate::httpd::env_or("WST_ECHO_BIN", "");
+    if !p.is_empty() {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -97,6 +98,7 @@ impl WstEcho {
             .stdout(Stdio::piped())
             .stderr(log)
             .process_group(0);
+        crate::net::die_with_parent(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().expect("spawn wst-echo");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
@@ -167,7 +169,7 @@ pub struct Websocketd {
 impl Websocketd {
     /// Path of the websocketd binary: `WEBSOCKETD` or `websocketd` on PATH.
     pub fn bin() -> String {
-        std::env::var("WEBSOCKETD").unwrap_or_else(|_| "websocketd".into())
+        crate::httpd::env_or("WEBSOCKETD", "websocketd")
     }
 
     /// True if websocketd can be run here.
@@ -208,6 +210,7 @@ impl Websocketd {
                 .stdout(log.try_clone().expect("dup"))
                 .stderr(log)
                 .process_group(0);
+            crate::net::die_with_parent(&mut cmd, libc::SIGKILL);
             let mut child = cmd.spawn().expect("spawn websocketd");
             if wait_port(port, Duration::from_secs(10)) {
                 if let Ok(None) = child.try_wait() {

@@ -62,9 +62,7 @@ impl Flavor {
     }
 
     fn probe() -> Flavor {
-        let httpd = PathBuf::from(
-            std::env::var("HTTPD").unwrap_or_else(|_| "/usr/sbin/apache2".to_string()),
-        );
+        let httpd = PathBuf::from(env_or("HTTPD", "/usr/sbin/apache2"));
         let out = Command::new(&httpd)
             .arg("-v")
             .output()
@@ -265,6 +263,14 @@ impl Flavor {
     }
 }
 
+/// An environment variable, empty counting as unset.
+pub fn env_or(name: &str, default: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => default.to_string(),
+    }
+}
+
 fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
     let v = s.split("Apache/").nth(1)?;
     let v: String = v
@@ -441,7 +447,7 @@ impl HttpdBuilder {
         let mpm = self
             .mpm
             .clone()
-            .or_else(|| std::env::var("WST_MPM").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::env::var("WST_MPM").ok().filter(|s| !s.trim().is_empty()))
             .unwrap_or_else(|| "event".into());
 
         let conf = self.render(flavor, &dir, &ports, &mpm, &pki)?;
@@ -461,6 +467,7 @@ impl HttpdBuilder {
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0);
+        crate::net::die_with_parent(&mut cmd, libc::SIGTERM);
         let mut child = cmd
             .spawn()
             .map_err(|e| (format!("spawn {}: {e}", flavor.httpd.display()), false))?;

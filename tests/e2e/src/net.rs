@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+/// Make `cmd`'s process get `sig` when the thread that spawns it dies (Ctrl-C of `cargo test`,
+/// a killed test binary), so that no httpd or backend outlives the test run. Test threads live
+/// until their test ends, after the harness's own cleanup.
+pub fn die_with_parent(cmd: &mut std::process::Command, sig: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A free TCP port on 127.0.0.1. Never hands out the same port twice in one process, so
 /// parallel tests of one test binary do not collide with each other.
 pub fn free_port() -> u16 {
