@@ -1,1 +1,335 @@
-//! (to be written)
+//! Safe wrappers over the few libc calls the tunnel makes.
+//!
+//! Only functions that glibc 2.12 already exports under their old symbol
+//! versions are used: `poll`, `read`, `send`, `write`, `shutdown`,
+//! `getsockopt`, `syscall` and `__errno_location`. The monotonic clock is
+//! read with `syscall(SYS_clock_gettime)`, not `clock_gettime()`, because
+//! glibc before 2.17 keeps that function in librt and newer ones version it
+//! GLIBC_2.17; `fcntl` is a `syscall(SYS_fcntl)` too, because i386 glibc
+//! 2.28+ versions `fcntl` GLIBC_2.28. (`memcpy`, which the compiler emits
+//! for struct copies, is GLIBC_2.14 on x86_64: the link step must bind it
+//! to GLIBC_2.2.5 for the whole archive.)
+//!
+//! The wrappers take plain descriptor numbers. Misusing one (a descriptor
+//! that is not the caller's) cannot break memory safety, only the I/O of
+//! that descriptor, so they are safe functions; every buffer is a slice.
+
+use core::ffi::{c_int, c_long, c_void};
+
+/// A file descriptor.
+pub type Fd = c_int;
+
+/// An `errno` value.
+pub type Errno = c_int;
+
+/// `poll()` event bits, re-exported so the tunnel needs no `libc` import.
+pub const POLLIN: i16 = libc::POLLIN;
+/// Writable.
+pub const POLLOUT: i16 = libc::POLLOUT;
+/// Error condition (always reported).
+pub const POLLERR: i16 = libc::POLLERR;
+/// Hang-up (always reported).
+pub const POLLHUP: i16 = libc::POLLHUP;
+/// Descriptor not open (always reported).
+pub const POLLNVAL: i16 = libc::POLLNVAL;
+
+/// errno values the tunnel names.
+pub const EAGAIN: Errno = libc::EAGAIN;
+/// See [`EAGAIN`].
+pub const EBADF: Errno = libc::EBADF;
+/// See [`EAGAIN`].
+pub const EINTR: Errno = libc::EINTR;
+/// See [`EAGAIN`].
+pub const EIO: Errno = libc::EIO;
+/// See [`EAGAIN`].
+pub const EPIPE: Errno = libc::EPIPE;
+
+/// One entry of a `poll()` set: `fd < 0` entries are ignored by the kernel
+/// (and report nothing, not even POLLHUP).
+pub type PollFd = libc::pollfd;
+
+/// A `poll()` entry for `fd` waiting on `events` (an unused entry when
+/// `events` is 0, so that POLLHUP/POLLERR cannot wake us for it).
+pub fn pollfd(fd: Fd, events: i16) -> PollFd {
+    PollFd {
+        fd: if events == 0 { -1 } else { fd },
+        events,
+        revents: 0,
+    }
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> Errno {
+    // SAFETY: __errno_location() always returns a valid pointer to the
+    // calling thread's errno; reading it is a plain load.
+    unsafe { *libc::__errno_location() }
+}
+
+fn is_would_block(e: Errno) -> bool {
+    e == libc::EAGAIN || e == libc::EWOULDBLOCK
+}
+
+/// Outcome of a non-blocking read or write on a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdIo {
+    /// This many bytes moved (0 on a read means end of input).
+    Done(usize),
+    /// EAGAIN/EWOULDBLOCK.
+    WouldBlock,
+    /// Any other failure.
+    Failed(Errno),
+}
+
+/// `read(fd, buf)`, retried on EINTR.
+pub fn read(fd: Fd, buf: &mut [u8]) -> FdIo {
+    loop {
+        // SAFETY: buf is a valid, exclusively borrowed region of buf.len()
+        // bytes for the duration of the call; read() writes at most that many.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<c_void>(), buf.len()) };
+        if let Ok(n) = usize::try_from(r) {
+            return FdIo::Done(n.min(buf.len()));
+        }
+        let e = errno();
+        if e == libc::EINTR {
+            continue;
+        }
+        return if is_would_block(e) {
+            FdIo::WouldBlock
+        } else {
+            FdIo::Failed(e)
+        };
+    }
+}
+
+/// `send(fd, buf, MSG_NOSIGNAL)` (no SIGPIPE on a closed peer), falling back
+/// to `write()` when fd is not a socket; retried on EINTR.
+pub fn write(fd: Fd, buf: &[u8]) -> FdIo {
+    let mut use_write = false;
+    loop {
+        let r = if use_write {
+            // SAFETY: buf is a valid region of buf.len() bytes; write() only reads it.
+            unsafe { libc::write(fd, buf.as_ptr().cast::<c_void>(), buf.len()) }
+        } else {
+            // SAFETY: as above; send() only reads buf.
+            unsafe {
+                libc::send(
+                    fd,
+                    buf.as_ptr().cast::<c_void>(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            }
+        };
+        if let Ok(n) = usize::try_from(r) {
+            return FdIo::Done(n.min(buf.len()));
+        }
+        let e = errno();
+        if e == libc::EINTR {
+            continue;
+        }
+        if e == libc::ENOTSOCK && !use_write {
+            use_write = true;
+            continue;
+        }
+        return if is_would_block(e) {
+            FdIo::WouldBlock
+        } else {
+            FdIo::Failed(e)
+        };
+    }
+}
+
+/// `shutdown(fd, SHUT_WR)`.
+pub fn shutdown_write(fd: Fd) -> Result<(), Errno> {
+    // SAFETY: shutdown() takes no pointer; any descriptor value is accepted
+    // (an invalid one gives EBADF/ENOTSOCK).
+    let r = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// `fcntl(fd, F_GETFL)`, as a raw system call: on i386, glibc 2.28 and
+/// later version the `fcntl` symbol GLIBC_2.28, which glibc 2.12 lacks.
+pub fn get_flags(fd: Fd) -> Result<c_int, Errno> {
+    // SAFETY: fcntl(F_GETFL) takes no third argument and touches no memory
+    // of ours; a bad descriptor gives -1/EBADF.
+    let r = unsafe { libc::syscall(libc::SYS_fcntl, fd as c_long, libc::F_GETFL as c_long) };
+    if r < 0 {
+        Err(errno())
+    } else {
+        c_int::try_from(r).map_err(|_| EIO)
+    }
+}
+
+/// `fcntl(fd, F_SETFL, flags)`, as a raw system call (see [`get_flags`]).
+pub fn set_flags(fd: Fd, flags: c_int) -> Result<(), Errno> {
+    // SAFETY: fcntl(F_SETFL) takes an int argument and touches no memory of
+    // ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fcntl,
+            fd as c_long,
+            libc::F_SETFL as c_long,
+            flags as c_long,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Put fd in non-blocking mode; returns its previous flags (to restore with
+/// [`set_flags`]).
+pub fn set_nonblocking(fd: Fd) -> Result<c_int, Errno> {
+    let old = get_flags(fd)?;
+    if old & libc::O_NONBLOCK == 0 {
+        set_flags(fd, old | libc::O_NONBLOCK)?;
+    }
+    Ok(old)
+}
+
+/// The pending error of a socket (`SO_ERROR`, which this clears), or 0.
+pub fn socket_error(fd: Fd) -> Errno {
+    let mut err: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: err and len are valid, writable locals; len holds err's size,
+    // so getsockopt() writes at most that many bytes into err.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        err
+    } else {
+        0
+    }
+}
+
+/// `poll(fds, timeout_ms)`: the number of entries with events, or errno
+/// (EINTR included: the caller decides).
+pub fn poll(fds: &mut [PollFd], timeout_ms: c_int) -> Result<usize, Errno> {
+    // SAFETY: fds is a valid, exclusively borrowed array of fds.len()
+    // pollfd structures; poll() writes only their revents fields.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    match usize::try_from(r) {
+        Ok(n) => Ok(n),
+        Err(_) => Err(errno()),
+    }
+}
+
+/// The kernel's own `struct timespec` for the legacy clock_gettime system
+/// call: two longs on both i386 and x86_64 (independent of how the libc
+/// crate defines `timespec` for 64-bit time on 32-bit targets).
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: c_long,
+    tv_nsec: c_long,
+}
+
+/// Milliseconds of CLOCK_MONOTONIC, or None when the clock cannot be read.
+pub fn monotonic_ms() -> Option<u64> {
+    let mut ts = KernelTimespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: SYS_clock_gettime(clockid, struct timespec *) writes one
+    // kernel timespec (two longs, matching KernelTimespec) through the
+    // pointer, which points to a valid, writable local.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_MONOTONIC as c_long,
+            &mut ts as *mut KernelTimespec,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1000).saturating_add(nanos / 1_000_000))
+}
+
+/// Test helper: make closing this TCP socket send a RST (SO_LINGER 0).
+#[cfg(test)]
+pub fn set_linger_zero(fd: Fd) -> Result<(), Errno> {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: l is a valid local of the size passed; setsockopt() only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast::<c_void>(),
+            core::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn clock_moves_forward() {
+        let a = monotonic_ms().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = monotonic_ms().unwrap();
+        assert!(b >= a + 15, "{a} {b}");
+    }
+
+    #[test]
+    fn read_write_nonblocking_and_flags() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let old = set_nonblocking(fd).unwrap();
+        assert_eq!(old & libc::O_NONBLOCK, 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(read(fd, &mut buf), FdIo::WouldBlock);
+        b.write_all(b"hey").unwrap();
+        assert_eq!(read(fd, &mut buf), FdIo::Done(3));
+        assert_eq!(write(fd, b"xy"), FdIo::Done(2));
+        assert_eq!(shutdown_write(fd), Ok(()));
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut b, &mut got).unwrap();
+        assert_eq!(got, b"xy");
+        drop(b);
+        assert_eq!(read(fd, &mut buf), FdIo::Done(0));
+        assert!(matches!(write(fd, b"z"), FdIo::Failed(libc::EPIPE)));
+        set_flags(fd, old).unwrap();
+        assert_eq!(get_flags(fd).unwrap() & libc::O_NONBLOCK, 0);
+        assert_eq!(socket_error(fd), 0);
+    }
+
+    #[test]
+    fn bad_descriptors() {
+        let mut buf = [0u8; 4];
+        assert_eq!(read(-1, &mut buf), FdIo::Failed(libc::EBADF));
+        assert_eq!(write(-1, b"x"), FdIo::Failed(libc::EBADF));
+        assert_eq!(get_flags(-1), Err(libc::EBADF));
+        let mut fds = [pollfd(5, 0)];
+        assert_eq!(fds[0].fd, -1);
+        assert_eq!(poll(&mut fds, 0), Ok(0));
+    }
+}
