@@ -266,9 +266,10 @@ static int wst_relay_response(request_rec *r, conn_rec *backconn,
     return OK;
 }
 
-/* The value of the Host header to send, as mod_proxy_http computes it. */
+/* The value of the Host header to send: the client's with ProxyPreserveHost,
+ * else the backend's host, with its port unless it is the scheme's default. */
 static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
-                                    apr_uri_t *uri, const char *portstr)
+                                    apr_uri_t *uri, int scheme)
 {
 #if WST_HTTPD_24
     proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
@@ -278,6 +279,8 @@ static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
     int preserve = conf->preserve_host;
 #endif
     const char *host = uri->hostname ? uri->hostname : "localhost";
+    apr_port_t def_port = scheme == 2 ? 443 : 80;
+    const char *port = "";
 
     (void)conf;
     if (preserve) {
@@ -286,10 +289,13 @@ static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
             return h;
         }
     }
-    if (ap_strchr_c(host, ':')) {
-        return apr_pstrcat(r->pool, "[", host, "]", portstr, NULL);
+    if (uri->port && uri->port != def_port) {
+        port = apr_psprintf(r->pool, ":%u", (unsigned)uri->port);
     }
-    return apr_pstrcat(r->pool, host, portstr, NULL);
+    if (ap_strchr_c(host, ':')) {
+        return apr_pstrcat(r->pool, "[", host, "]", port, NULL);
+    }
+    return apr_pstrcat(r->pool, host, port, NULL);
 }
 
 static int wst_add_forwarded(request_rec *r, proxy_server_conf *conf)
@@ -316,7 +322,7 @@ static wst_str wst_s(const char *s)
 /* Send the upgrade request, read and judge the answer, then tunnel or relay. */
 static int wst_process(request_rec *r, proxy_conn_rec *backend,
                        proxy_server_conf *conf, apr_uri_t *uri,
-                       const char *locurl, const char *portstr,
+                       const char *locurl, int scheme,
                        const wst_header *headers, size_t n_headers,
                        const wst_request_check *check)
 {
@@ -336,7 +342,7 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     memset(&req, 0, sizeof(req));
     req.method = wst_s(r->method);
     req.path = wst_s(locurl);
-    req.host = wst_s(wst_backend_host(r, conf, uri, portstr));
+    req.host = wst_s(wst_backend_host(r, conf, uri, scheme));
     req.headers = headers;
     req.n_headers = n_headers;
     req.protocol = check->protocol;
@@ -562,6 +568,11 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                                            uri, &locurl, proxyname, proxyport,
                                            server_portstr,
                                            sizeof(server_portstr));
+    if (status == HTTP_INTERNAL_SERVER_ERROR) {
+        /* mod_proxy says 500 when the backend's name does not resolve (it
+         * logged why); for the client that is a bad gateway, not our fault. */
+        status = HTTP_BAD_GATEWAY;
+    }
     if (status != OK) {
         goto cleanup;
     }
@@ -584,7 +595,7 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         goto cleanup;
     }
 
-    status = wst_process(r, backend, conf, uri, locurl, server_portstr,
+    status = wst_process(r, backend, conf, uri, locurl, scheme,
                          headers, n_headers, &check);
 
 cleanup:
