@@ -447,7 +447,11 @@ impl HttpdBuilder {
         let mpm = self
             .mpm
             .clone()
-            .or_else(|| std::env::var("WST_MPM").ok().filter(|s| !s.trim().is_empty()))
+            .or_else(|| {
+                std::env::var("WST_MPM")
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+            })
             .unwrap_or_else(|| "event".into());
 
         let conf = self.render(flavor, &dir, &ports, &mpm, &pki)?;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tungstenite::Message;
-use wst_e2e::client::{close, roundtrip, End, RawClient};
+use wst_e2e::client::{close, roundtrip, RawClient};
 use wst_e2e::{Browser, Httpd, WsClient, WstEcho};
 
 /// `-k stop` (SIGTERM) with open tunnels: httpd exits within about a second, and the clients
@@ -131,5 +131,4 @@ fn no_backend_connections_left_after_clients_leave() {
         "backend still has {:?} established connections from httpd",
         backend_conns()
     );
-    let _ = End::Eof;
 }
