@@ -55,7 +55,8 @@ unit:
 e2e: $(SO)
 	cd tests/e2e && WST_MODULE=$(CURDIR)/$(SO) HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) test --release -- --test-threads=2
 
-test: unit glibc-check e2e
+test: $(SO)
+	SO=$(SO) APXS=$(APXS) HTTPD=$(HTTPD) CARGO=$(CARGO) scripts/run-tests.sh
 
 demo: $(SO)
 	sh demo/run.sh

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: the core's unit tests, clippy's no-panic rules, the static
+# checks of the built .so, and the end-to-end suite against a real httpd.
+# Ends with one summary line "tests: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${CARGO:=cargo}" "${APXS:=apxs}" "${HTTPD:=/usr/sbin/apache2}" "${SO:=build/mod_proxy_wstunnel.so}"
+log=$(mktemp)
+fail_steps=()
+
+step() {
+    local name=$1; shift
+    echo "==> $name"
+    if ! "$@" 2>&1 | tee -a "$log"; then
+        fail_steps+=("$name")
+    fi
+}
+
+step "unit tests (Rust core)" $CARGO test --lib
+step "clippy (no unwrap/expect/panic/indexing in the core)" $CARGO clippy --lib --release -- -D warnings
+step "static checks of $SO" sh apxs/check-so.sh "$SO"
+step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
+    $CARGO test --release -- --test-threads=2
+
+passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+checks_ok=$(grep -c '^ok   ' "$log")
+checks_fail=$(grep -c '^FAIL ' "$log")
+rm -f "$log"
+passed=$((passed + checks_ok))
+failed=$((failed + checks_fail))
+if [ ${#fail_steps[@]} -gt 0 ]; then
+    echo "failed steps: ${fail_steps[*]}"
+    [ "$failed" -gt 0 ] || failed=${#fail_steps[@]}
+fi
+echo "tests: $passed passed, $failed failed"
+[ ${#fail_steps[@]} -eq 0 ] && [ "$failed" -eq 0 ]
