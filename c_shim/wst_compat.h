@@ -29,6 +29,14 @@
 /* ap_proxy_port_of_scheme(): 2.4.8 (knows ws/wss from 2.4.34). */
 #define WST_HAVE_PROXY_PORT_OF_SCHEME AP_MODULE_MAGIC_AT_LEAST(20120211, 31)
 
+/* ap_get_conn_socket(): 2.3.13; 2.2 keeps the socket in core's conn_config. */
+#if AP_MODULE_MAGIC_AT_LEAST(20110605, 2)
+#define WST_CONN_SOCKET(c) ap_get_conn_socket(c)
+#else
+#define WST_CONN_SOCKET(c) \
+    ((apr_socket_t *)ap_get_module_config((c)->conn_config, &core_module))
+#endif
+
 #if WST_HTTPD_24
 #define WST_CLIENT_IP(r) ((r)->useragent_ip)
 #define WST_CASECMP(a, b) ap_cstr_casecmp((a), (b))

@@ -459,6 +459,34 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     return DONE;
 }
 
+/* The URL with an explicit port: httpd 2.2's (and 2.4 before 2.4.34's)
+ * APR/mod_proxy do not know that ws:// means port 80 and wss:// 443, and
+ * would connect to port 0. */
+static char *wst_url_with_port(apr_pool_t *p, char *url, int scheme)
+{
+    char *host = strstr(url, "://");
+    char *end, *colon;
+
+    if (!host) {
+        return url;
+    }
+    host += 3;
+    end = host + strcspn(host, "/?#");
+    if (*host == '[') {                       /* [IPv6]:port */
+        char *bracket = memchr(host, ']', (apr_size_t)(end - host));
+        colon = (bracket && bracket + 1 < end && bracket[1] == ':') ? bracket + 1
+                                                                     : NULL;
+    }
+    else {
+        colon = memchr(host, ':', (apr_size_t)(end - host));
+    }
+    if (colon) {
+        return url;
+    }
+    return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(end - url)),
+                       scheme == 2 ? ":443" : ":80", end, NULL);
+}
+
 /* Hand a plain request on a ws:// route to mod_proxy_http, as http://. */
 static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
                                    proxy_server_conf *conf, const char *url,
@@ -564,6 +592,7 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
     backend->close = 1;
 
     uri = apr_pcalloc(r->pool, sizeof(*uri));
+    locurl = wst_url_with_port(r->pool, url, scheme);
     status = ap_proxy_determine_connection(r->pool, r, conf, worker, backend,
                                            uri, &locurl, proxyname, proxyport,
                                            server_portstr,

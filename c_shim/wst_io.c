@@ -43,6 +43,24 @@ apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
     return rv;
 }
 
+void wst_remove_filter(conn_rec *c, const char *name, int input)
+{
+    ap_filter_t *f = input ? c->input_filters : c->output_filters;
+
+    while (f) {
+        ap_filter_t *next = f->next;
+        if (f->frec && f->frec->name && WST_CASECMP(f->frec->name, name) == 0) {
+            if (input) {
+                ap_remove_input_filter(f);
+            }
+            else {
+                ap_remove_output_filter(f);
+            }
+        }
+        f = next;
+    }
+}
+
 static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
 {
     wst_endpoint_ctx *ctx = vctx;
@@ -197,7 +215,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                                                &proxy_wstunnel_module);
     conn_rec *c = r->connection;
     conn_rec *backconn = backend->connection;
-    apr_socket_t *client_sock = ap_get_conn_socket(c);
+    apr_socket_t *client_sock = WST_CONN_SOCKET(c);
     wst_endpoint_ctx cctx, bctx;
     wst_endpoint client, origin;
     wst_stop_ctx stop;
@@ -205,11 +223,9 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
 
     /* A bidirectional stream: no request timeouts, no coalescing, nothing
      * after it on either connection. */
-    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
-    ap_remove_output_filter_byhandle(c->output_filters,
-                                     "SSL/TLS Coalescing Filter");
-    ap_remove_output_filter_byhandle(backconn->output_filters,
-                                     "SSL/TLS Coalescing Filter");
+    wst_remove_filter(c, "reqtimeout", 1);
+    wst_remove_filter(c, "SSL/TLS Coalescing Filter", 0);
+    wst_remove_filter(backconn, "SSL/TLS Coalescing Filter", 0);
     r->input_filters = r->proto_input_filters = c->input_filters;
     r->output_filters = r->proto_output_filters = c->output_filters;
     c->keepalive = AP_CONN_CLOSE;

@@ -70,9 +70,59 @@ static int wst_all_vchar(const char *s)
     return 1;
 }
 
+/*
+ * mod_rewrite before 2.4.7 (so every 2.2) does not know that ws:// and
+ * wss:// are absolute URLs: for "RewriteRule ... ws://b/x [P]" it proxies
+ * "http://<this server>[:port]/ws://b/x". Recognise that shape, only with
+ * this server's own name, and give back the ws:// URL.
+ */
+static char *wst_unmangle_rewrite(request_rec *r, char *url)
+{
+    const char *self = ap_get_server_name(r);
+    apr_size_t self_len = self ? strlen(self) : 0;
+    char *p, *slash;
+
+    if (WST_CASECMPN(url, "http://", 7) == 0) {
+        p = url + 7;
+    }
+    else if (WST_CASECMPN(url, "https://", 8) == 0) {
+        p = url + 8;
+    }
+    else {
+        return NULL;
+    }
+    slash = strchr(p, '/');
+    if (!slash || !self_len || (apr_size_t)(slash - p) < self_len
+            || WST_CASECMPN(p, self, self_len) != 0) {
+        return NULL;
+    }
+    p += self_len;
+    if (*p == ':') {                       /* this server's port */
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    }
+    if (p != slash) {
+        return NULL;
+    }
+    p = slash + 1;
+    if ((WST_CASECMPN(p, "ws://", 5) == 0) || (WST_CASECMPN(p, "wss://", 6) == 0)) {
+        return p;
+    }
+    return NULL;
+}
+
 int wst_canon(request_rec *r, char *url)
 {
-    int scheme = wst_scheme_of(url);
+    int scheme;
+    char *unmangled = wst_unmangle_rewrite(r, url);
+
+    if (unmangled) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(030)
+                      "RewriteRule target %s read as %s (mod_rewrite of "
+                      "this httpd does not know ws:// URLs)", url, unmangled);
+        url = unmangled;
+    }
+    scheme = wst_scheme_of(url);
     const char *scheme_str;
     char *host, *path, *search = NULL, sport[8];
     const char *err;

@@ -24,6 +24,16 @@
 #include "wst_compat.h"
 #include "wstunnel_core.h"
 
+#include <strings.h>
+
+#ifndef APLOGNO               /* 2.2 */
+#define APLOGNO(n) "AH" #n ": "
+#endif
+#ifndef APLOG_TRACE1          /* 2.2 */
+#define APLOG_TRACE1 APLOG_DEBUG
+#define APLOG_TRACE2 APLOG_DEBUG
+#endif
+
 extern module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 
 /* 2.4: log under this module's name, so "LogLevel proxy_wstunnel:debug"
@@ -94,6 +104,10 @@ typedef struct wst_io_ctx {
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
                     wst_tunnel_stats *stats);
+
+/* Remove every filter named `name` from a connection's filter chain
+ * (ap_remove_*_filter_byhandle exist only from 2.4). */
+void wst_remove_filter(conn_rec *c, const char *name, int input);
 
 /* Write a whole buffer through a connection's output filters and flush,
  * using (and emptying) the brigade bb. */
