@@ -53,7 +53,7 @@ unit:
 	$(CARGO) test --lib
 
 e2e: $(SO)
-	cd tests/e2e && WST_MODULE=$(CURDIR)/$(SO) HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) test --release -- --test-threads=2
+	cd tests/e2e && WST_MODULE=$(CURDIR)/$(SO) HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) test --release --no-fail-fast -- --test-threads=2
 
 test: $(SO)
 	SO=$(SO) APXS=$(APXS) HTTPD=$(HTTPD) CARGO=$(CARGO) scripts/run-tests.sh

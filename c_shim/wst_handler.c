@@ -430,7 +430,8 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
 
     /* 101: relay it with the backend's headers, then tunnel. */
     r->status = HTTP_SWITCHING_PROTOCOLS;
-    r->status_line = NULL;
+    /* 2.2's ap_send_interim_response() needs the status line spelled out */
+    r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
     wst_copy_response_headers(r, resp, 0);
     {
         const char *upgrade = wst_response_header(r->pool, resp, "Upgrade");

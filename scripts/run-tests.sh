@@ -20,7 +20,7 @@ step "unit tests (Rust core)" $CARGO test --lib
 step "clippy (no unwrap/expect/panic/indexing in the core)" $CARGO clippy --lib --release -- -D warnings
 step "static checks of $SO" sh apxs/check-so.sh "$SO"
 step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
-    $CARGO test --release -- --test-threads=2
+    $CARGO test --release --no-fail-fast -- --test-threads=2
 
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
