@@ -81,14 +81,24 @@ impl WstEcho {
         Self::spawn_with(pki, &[])
     }
 
+    /// A plain backend on a given port (e.g. 80, to test default ports); None if that port
+    /// cannot be bound (in use, or not allowed).
+    pub fn start_on_port(port: u16) -> Option<WstEcho> {
+        Self::try_spawn(None, &[], port).ok()
+    }
+
     fn spawn_with(pki: Option<&Pki>, extra: &[String]) -> WstEcho {
+        Self::try_spawn(pki, extra, 0).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(pki: Option<&Pki>, extra: &[String], port: u16) -> Result<WstEcho, String> {
         let dir = tempfile::Builder::new()
             .prefix("wst-e2e-echo-")
             .tempdir()
             .expect("tempdir");
         let log = fs::File::create(dir.path().join("wst-echo.log")).expect("log file");
         let mut cmd = Command::new(wst_echo_bin());
-        cmd.args(["--port", "0"]);
+        cmd.arg("--port").arg(port.to_string());
         if let Some(p) = pki {
             cmd.arg("--tls-cert").arg(p.cert_file());
             cmd.arg("--tls-key").arg(p.key_file());
@@ -111,20 +121,24 @@ impl WstEcho {
             Ok(l) => l,
             Err(_) => {
                 kill_group(&mut child);
-                panic!("wst-echo did not report its port");
+                return Err("wst-echo did not report its port".into());
             }
         };
-        let port: u16 = line
+        let Some(port) = line
             .trim()
             .strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected wst-echo output {line:?}"));
-        WstEcho {
+            .and_then(|p| p.parse::<u16>().ok())
+        else {
+            kill_group(&mut child);
+            let log = fs::read_to_string(dir.path().join("wst-echo.log")).unwrap_or_default();
+            return Err(format!("unexpected wst-echo output {line:?}: {log}"));
+        };
+        Ok(WstEcho {
             port,
             child,
             dir,
             tls: pki.is_some(),
-        }
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -5,6 +5,7 @@
 //! * [`client`]: raw TCP/TLS client and WebSocket client with full control over the request bytes.
 //! * [`pki`]: a throw-away CA and server certificate for 127.0.0.1/localhost.
 //! * [`ws`]: WebSocket frame and handshake helpers shared by the clients and `wst-echo`.
+//! * [`procfs`]: memory, descriptors and TCP states of httpd's processes from /proc.
 //!
 //! Every network operation has a timeout ([`IO_TIMEOUT`]) so that no test can hang, whatever
 //! httpd does.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod httpd;
 pub mod net;
 pub mod pki;
+pub mod procfs;
 pub mod ws;
 
 pub use backend::{Websocketd, WstEcho};
@@ -71,4 +73,20 @@ pub fn binary_payload(len: usize, seed: u8) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// Message `i` of wst-echo's `/flood` route: `i` as a big-endian u64, then `size - 8` bytes
+/// that depend on `i` (so a lost, repeated or reordered message shows).
+pub fn flood_message(i: u64, size: usize) -> Vec<u8> {
+    let size = size.max(8);
+    let mut m = Vec::with_capacity(size);
+    m.extend_from_slice(&i.to_be_bytes());
+    let mut x = (i as u32).wrapping_mul(0x9e37_79b9) | 1;
+    while m.len() < size {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        m.push((x >> 24) as u8);
+    }
+    m
 }

@@ -14,7 +14,10 @@
 //! * Upgrade requests: `/bad-accept` (101 with a wrong Sec-WebSocket-Accept), `/no-upgrade-101`
 //!   (101 without Upgrade), `/push` (101 and a text frame "pushed" in one write, then echo),
 //!   `/halfclose` (101, count raw bytes until EOF, send the count as a text frame, close),
-//!   `/headers` (one text message with the request head, then echo), anything else: echo.
+//!   `/headers` (one text message with the request head, then echo), `/flood[/<bytes>]`
+//!   (binary messages 0, 1, 2... of 16 KiB or <bytes> each, forever: see
+//!   `wst_e2e::flood_message`), `/bye` (text "bye", a close frame, FIN, then wait for EOF),
+//!   `/drop` (text "bye", then close(2) without a close frame), anything else: echo.
 //!   No Sec-WebSocket-Key: 400.
 //! * Plain requests: `/headers`: 200 with the request head as body; else 200
 //!   `plain <METHOD> <path>`.
@@ -208,6 +211,19 @@ fn chunked_response(code: u16, body: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(b"0\r\n\r\n");
     out
+}
+
+/// `/flood/<bytes>`: the message size asked for (1..=16 MiB).
+fn flood_size(path: &str) -> Option<usize> {
+    let i = path.find("/flood/")?;
+    let digits: String = path[i + 7..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits
+        .parse()
+        .ok()
+        .filter(|n| (8..=16 * 1024 * 1024).contains(n))
 }
 
 fn status_code(path: &str, marker: &str) -> Option<u16> {
@@ -462,6 +478,45 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
             c.write_all(&ws::server_frame(ws::OP_TEXT, count.to_string().as_bytes()))?;
             c.flush()?;
             c.shutdown_write();
+            return Ok(());
+        }
+        if path.contains("/flood") {
+            // Binary messages 0, 1, 2, ... of `size` bytes, as fast as the peer takes them,
+            // until a write fails. Message i starts with i (u64, big-endian); the rest is
+            // wst_e2e::flood_message(i, size).
+            let size = flood_size(&path).unwrap_or(16 * 1024);
+            c.write_all(good_101.as_bytes())?;
+            c.flush()?;
+            let mut i: u64 = 0;
+            loop {
+                let frame = ws::server_frame(ws::OP_BINARY, &wst_e2e::flood_message(i, size));
+                if let Err(e) = c.write_all(&frame).and_then(|_| c.flush()) {
+                    log(&format!("#{id} flood: stopped after {i} messages: {e}"));
+                    return Ok(());
+                }
+                i += 1;
+            }
+        }
+        if path.contains("/bye") {
+            // The backend ends the conversation: one text message "bye", a close frame
+            // (1000), then FIN; waits (bounded) for the peer's EOF.
+            let mut out = good_101.into_bytes();
+            out.extend_from_slice(&ws::server_frame(ws::OP_TEXT, b"bye"));
+            out.extend_from_slice(&ws::server_frame(ws::OP_CLOSE, &[0x03, 0xe8]));
+            c.write_all(&out)?;
+            c.flush()?;
+            c.shutdown_write();
+            let _ = c.tcp().set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = hold(&mut c);
+            log(&format!("#{id} bye: closed"));
+            return Ok(());
+        }
+        if path.contains("/drop") {
+            // The backend goes away without a close frame: "bye", then close(2).
+            c.write_all(good_101.as_bytes())?;
+            c.write_all(&ws::server_frame(ws::OP_TEXT, b"bye"))?;
+            c.flush()?;
+            log(&format!("#{id} drop: closing the socket"));
             return Ok(());
         }
         if path.contains("/push") {
