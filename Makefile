@@ -63,3 +63,5 @@ demo: $(SO)
 
 clean:
 	rm -rf $(BUILD) target tests/e2e/target
+
+include scripts/i686.mk

@@ -22,4 +22,6 @@ if ! sudo_ apt-get install -y -qq $pkgs >"$log" 2>&1; then
 fi
 rm -f "$log"
 command -v cargo >/dev/null || { echo "cargo is expected on this machine (rustup)"; exit 1; }
+# The i686 toolchain and an unpacked 32-bit httpd 2.4 (make i686, its e2e run).
+"$(dirname "$0")/setup-i686.sh"
 echo "dependencies installed"
