@@ -134,10 +134,59 @@ impl Read for Stream {
             Stream::Tls(s) => match s.read(buf) {
                 // A peer that closes without close_notify: treat as EOF.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                Ok(n) => Ok(gather_tls(&mut s.conn, &mut s.sock, buf, n)),
                 r => r,
             },
         }
     }
+}
+
+/// After a TLS read that returned `n` bytes into `buf`, add whatever else is ready without
+/// blocking (plaintext rustls already holds, records already in the socket), when `buf` is
+/// large. tungstenite zero-fills its whole read buffer (the size of the frame being read)
+/// before every read, so reading a 16 MiB frame one 16 KiB TLS record at a time costs
+/// gigabytes of memset; gathering keeps big messages over TLS fast. Errors after the first
+/// read are left for the next call.
+pub fn gather_tls<D: rustls::SideData>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    mut n: usize,
+) -> usize {
+    use std::os::fd::AsRawFd;
+    if n == 0 || buf.len() < 64 * 1024 {
+        return n;
+    }
+    while n < buf.len() {
+        match conn.reader().read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(m) => {
+                n += m;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready != 1 || pfd.revents & libc::POLLIN == 0 {
+            break;
+        }
+        match conn.read_tls(sock) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if conn.process_new_packets().is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    n
 }
 
 impl Write for Stream {

@@ -132,3 +132,91 @@ fn no_backend_connections_left_after_clients_leave() {
         backend_conns()
     );
 }
+
+/// MPM sizing so that `n` tunnels (each holding a worker) fit without spawning on demand.
+fn capacity_for(mpm: &str) -> &'static str {
+    match mpm {
+        "prefork" => {
+            "<IfModule mpm_prefork_module>\n  StartServers 24\n  MinSpareServers 2\n  MaxSpareServers 32\n</IfModule>\n"
+        }
+        _ => {
+            "<IfModule mpm_worker_module>\n  StartServers 2\n  MaxSpareThreads 64\n</IfModule>\n\
+             <IfModule mpm_event_module>\n  StartServers 2\n  MaxSpareThreads 64\n</IfModule>\n"
+        }
+    }
+}
+
+/// `-k stop` (SIGTERM to the parent) with 20 open tunnels: httpd exits within 1.5 s without
+/// SIGKILL, and every client sees its connection end.
+fn stop_with_20_tunnels(mpm: &str) {
+    if !Httpd::flavor().supports_mpm(mpm) {
+        eprintln!("SKIP: MPM {mpm} not available");
+        return;
+    }
+    let b = WstEcho::start();
+    let mut h = Httpd::builder()
+        .mpm(mpm)
+        .var("BACKEND_PORT", b.port())
+        .config(&format!(
+            "{}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n",
+            capacity_for(mpm)
+        ))
+        .start();
+    let mut conns = Vec::new();
+    for i in 0..20 {
+        let (_r, mut ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::ALL[i % 2])
+            .unwrap_or_else(|e| panic!("{mpm}: tunnel #{i}: {e}"));
+        let m = format!("up {i}");
+        assert_eq!(
+            roundtrip(&mut ws, Message::text(m.clone())).unwrap(),
+            Message::text(m)
+        );
+        conns.push(ws);
+    }
+    // All 20 still open and working right before the stop.
+    for (i, ws) in conns.iter_mut().enumerate() {
+        let m = format!("still {i}");
+        assert_eq!(
+            roundtrip(ws, Message::text(m.clone())).unwrap(),
+            Message::text(m),
+            "{mpm}: tunnel #{i}"
+        );
+    }
+    let report = h.stop();
+    assert!(!report.killed, "{mpm}: httpd needed SIGKILL");
+    assert!(
+        report.elapsed < Duration::from_millis(1500),
+        "{mpm}: stop took {:?} with 20 open tunnels",
+        report.elapsed
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (i, mut ws) in conns.into_iter().enumerate() {
+        ws.get_mut()
+            .set_read_timeout(Duration::from_secs(5))
+            .unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => assert!(
+                    Instant::now() < deadline,
+                    "{mpm}: tunnel #{i} still delivering after the stop"
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn stop_with_20_tunnels_event() {
+    stop_with_20_tunnels("event");
+}
+
+#[test]
+fn stop_with_20_tunnels_worker() {
+    stop_with_20_tunnels("worker");
+}
+
+#[test]
+fn stop_with_20_tunnels_prefork() {
+    stop_with_20_tunnels("prefork");
+}

@@ -64,6 +64,7 @@ impl Read for Conn {
             Conn::Plain(s) => s.read(buf),
             Conn::Tls(s) => match s.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                Ok(n) => Ok(wst_e2e::net::gather_tls(&mut s.conn, &mut s.sock, buf, n)),
                 r => r,
             },
         }
