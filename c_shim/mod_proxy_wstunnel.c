@@ -8,15 +8,23 @@
 #define WST_MODULE_RECORD_FILE
 #include "wst_shim.h"
 
-static int wst_post_config(apr_pool_t *pconf, apr_pool_t *plog,
-                           apr_pool_t *ptemp, server_rec *s)
+static int wst_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                          apr_pool_t *ptemp)
 {
     (void)pconf;
     (void)plog;
     (void)ptemp;
-    (void)s;
-    wst_proxy_http_loaded = ap_find_linked_module("mod_proxy_http.c") != NULL;
+    wst_limits_pre_config();
     return OK;
+}
+
+static int wst_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    (void)plog;
+    (void)ptemp;
+    wst_proxy_http_loaded = ap_find_linked_module("mod_proxy_http.c") != NULL;
+    return wst_limits_post_config(pconf, s);
 }
 
 static void wst_register_hooks(apr_pool_t *p)
@@ -25,7 +33,9 @@ static void wst_register_hooks(apr_pool_t *p)
     static const char *const succ[] = { "mod_proxy_http.c", NULL };
 
     (void)p;
+    ap_hook_pre_config(wst_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(wst_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    wst_limits_register_hooks();
     proxy_hook_scheme_handler(wst_handler, NULL, succ, APR_HOOK_FIRST);
     proxy_hook_canon_handler(wst_canon, NULL, succ, APR_HOOK_FIRST);
 #if WST_HAVE_CHECK_TRANS

@@ -6,6 +6,10 @@
  *       can tunnel); unset, this module tunnels itself.
  *   ProxyWebsocketIdleTimeout <seconds>        httpd trunk's name; ends
  *       tunnels idle that long. Default: none.
+ *   ProxyWebsocketUpgrade On|Off               tunnel WebSocket upgrades on
+ *       http:// and https:// routes too.
+ *   ProxyWebsocketAllowOrigin <origin>...      Origin policy (403 otherwise).
+ *   ProxyWebsocketMaxTunnels <n>               server-wide cap (503 above).
  *   ProxyWebsocketAsyncDelay <ms>              httpd trunk's name; accepted
  *       so configurations written for trunk load, and ignored.
  */
@@ -19,6 +23,7 @@ void *wst_create_dir_conf(apr_pool_t *p, char *dir)
     (void)dir;
     conf->fallback_to_proxy_http = -1;
     conf->idle_timeout = -1;
+    conf->upgrade_http = -1;
     return conf;
 }
 
@@ -32,6 +37,10 @@ void *wst_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                                    : base->fallback_to_proxy_http;
     conf->idle_timeout = add->idle_timeout != -1 ? add->idle_timeout
                                                  : base->idle_timeout;
+    conf->upgrade_http = add->upgrade_http != -1 ? add->upgrade_http
+                                                 : base->upgrade_http;
+    conf->allow_origins = add->allow_origins ? add->allow_origins
+                                             : base->allow_origins;
     return conf;
 }
 
@@ -56,6 +65,32 @@ static const char *set_fallback(cmd_parms *cmd, void *dconf, int on)
     wst_dir_conf *conf = dconf;
     (void)cmd;
     conf->fallback_to_proxy_http = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *set_upgrade_http(cmd_parms *cmd, void *dconf, int on)
+{
+    wst_dir_conf *conf = dconf;
+    (void)cmd;
+    conf->upgrade_http = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *add_allow_origin(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    wst_dir_conf *conf = dconf;
+    wst_str *entry;
+
+    if (!*arg) {
+        return "ProxyWebsocketAllowOrigin: empty origin";
+    }
+    if (!conf->allow_origins) {
+        conf->allow_origins = apr_array_make(cmd->pool, 4, sizeof(wst_str));
+    }
+    entry = apr_array_push(conf->allow_origins);
+    entry->ptr = apr_pstrdup(cmd->pool, arg);
+    entry->len = strlen(arg);
     return NULL;
 }
 
@@ -102,6 +137,19 @@ const command_rec wst_cmds[] = {
                   RSRC_CONF | ACCESS_CONF,
                   "seconds a tunnel may stay idle before it is closed "
                   "(0 = no limit, the default)"),
+    AP_INIT_FLAG("ProxyWebsocketUpgrade", set_upgrade_http, NULL,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On: on http:// and https:// proxy routes, WebSocket "
+                 "upgrades are tunnelled by this module (plain requests still "
+                 "go to mod_proxy_http)"),
+    AP_INIT_ITERATE("ProxyWebsocketAllowOrigin", add_allow_origin, NULL,
+                    RSRC_CONF | ACCESS_CONF,
+                    "origins allowed to open tunnels: 'same' (the request's "
+                    "host), '*', or origins such as https://app.example.com"),
+    AP_INIT_TAKE1("ProxyWebsocketMaxTunnels", wst_set_max_tunnels, NULL,
+                  RSRC_CONF,
+                  "server-wide limit of open tunnels across all children "
+                  "(0 = none); above it upgrades get 503"),
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "accepted for compatibility with httpd trunk; no effect"),

@@ -319,6 +319,33 @@ static wst_str wst_s(const char *s)
     return out;
 }
 
+/* Per-tunnel figures as request notes, for LogFormat's %{...}n. */
+static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
+                          apr_interval_time_t duration)
+{
+    static const char *const ends[] = {
+        "closed", "client-error", "backend-error", "idle", "stopped",
+        "poll-error"
+    };
+    unsigned reason = (unsigned)stats->reason;
+
+    apr_table_setn(r->notes, "wstunnel-client-bytes",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT,
+                                (apr_uint64_t)stats->bytes_from_client));
+    apr_table_setn(r->notes, "wstunnel-backend-bytes",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT,
+                                (apr_uint64_t)stats->bytes_from_backend));
+    apr_table_setn(r->notes, "wstunnel-duration-ms",
+                   apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                                (apr_int64_t)apr_time_as_msec(duration)));
+    apr_table_setn(r->notes, "wstunnel-closed-first",
+                   stats->closed_first == 1 ? "client"
+                   : stats->closed_first == 2 ? "backend" : "none");
+    apr_table_setn(r->notes, "wstunnel-end",
+                   reason < sizeof(ends) / sizeof(ends[0]) ? ends[reason]
+                                                           : "unknown");
+}
+
 /* Send the upgrade request, read and judge the answer, then tunnel or relay. */
 static int wst_process(request_rec *r, proxy_conn_rec *backend,
                        proxy_server_conf *conf, apr_uri_t *uri,
@@ -337,6 +364,7 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     char *buf;
     apr_size_t len = 0, cap = WST_HEAD_INITIAL;
     apr_status_t rv;
+    apr_time_t started;
     wst_status st;
 
     memset(&req, 0, sizeof(req));
@@ -444,8 +472,10 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     ap_send_interim_response(r, 1);
     r->sent_bodyct = 1;
 
+    started = apr_time_now();
     wst_run_tunnel(r, backend, buf + resp->header_len, len - resp->header_len,
                    &stats);
+    wst_set_notes(r, &stats, apr_time_now() - started);
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
                   "tunnel closed: %" APR_UINT64_T_FMT " bytes from the client, "
@@ -507,8 +537,11 @@ static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
 int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                 char *url, const char *proxyname, apr_port_t proxyport)
 {
+    wst_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                               &proxy_wstunnel_module);
     int scheme = wst_scheme_of(url);
-    const char *scheme_name = scheme == 2 ? "WSS" : "WS";
+    int via_http = 0;
+    const char *scheme_name;
     const char *worker_upgrade = "";
     wst_request_check check;
     wst_header *headers;
@@ -519,9 +552,22 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
     char server_portstr[32];
     int status;
 
+    if (!scheme && dconf->upgrade_http == 1
+            && apr_table_get(r->headers_in, "Upgrade")) {
+        /* ProxyWebsocketUpgrade On: an upgrade on an http(s):// route */
+        if (WST_CASECMPN(url, "http://", 7) == 0) {
+            scheme = 1;
+            via_http = 1;
+        }
+        else if (WST_CASECMPN(url, "https://", 8) == 0) {
+            scheme = 2;
+            via_http = 1;
+        }
+    }
     if (!scheme) {
         return DECLINED;
     }
+    scheme_name = scheme == 2 ? "WSS" : "WS";
     if (wst_hand_over_to_proxy_http(r)) {
         ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                       "ProxyWebsocketFallbackToProxyHttp On: %s handed to "
@@ -537,6 +583,10 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
     if (wst_check_request(wst_s(r->method), r->proto_num, headers, n_headers,
                           wst_s(worker_upgrade), &check) != WST_OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (via_http && check.verdict != WST_UPGRADE_OK
+            && check.verdict != WST_UPGRADE_BAD_REQUEST) {
+        return DECLINED;            /* mod_proxy_http's, as without us */
     }
     switch (check.verdict) {
     case WST_UPGRADE_OK:
@@ -580,6 +630,25 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         return HTTP_NOT_IMPLEMENTED;
     }
 #endif
+
+    if (dconf->allow_origins && dconf->allow_origins->nelts) {
+        const char *origin = apr_table_get(r->headers_in, "Origin");
+        const char *host = apr_table_get(r->headers_in, "Host");
+        int tls = strcmp(ap_http_scheme(r), "https") == 0;
+        if (!wst_origin_allowed(wst_s(origin), origin != NULL, wst_s(host), tls,
+                                (const wst_str *)dconf->allow_origins->elts,
+                                (size_t)dconf->allow_origins->nelts)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(042)
+                          "Origin %s refused by ProxyWebsocketAllowOrigin "
+                          "for %s", origin, url);
+            return HTTP_FORBIDDEN;
+        }
+    }
+
+    status = wst_tunnel_admit(r);
+    if (status != OK) {
+        return status;
+    }
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(02451)
                   "serving URL %s", url);

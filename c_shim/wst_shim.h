@@ -52,6 +52,8 @@ APLOG_USE_MODULE(proxy_wstunnel);
 typedef struct wst_dir_conf {
     int fallback_to_proxy_http;      /* -1 unset, 0 Off, 1 On */
     apr_interval_time_t idle_timeout; /* -1 unset, 0 none */
+    int upgrade_http;                /* ProxyWebsocketUpgrade: -1 unset, 0, 1 */
+    apr_array_header_t *allow_origins; /* of wst_str; NULL unset */
 } wst_dir_conf;
 
 extern const command_rec wst_cmds[];
@@ -69,6 +71,16 @@ int wst_hand_over_to_proxy_http(request_rec *r);
 /* 1 when mod_proxy_http can serve a plain (non-upgrade) request to a ws://
  * or wss:// URL. */
 int wst_proxy_http_serves_ws(void);
+
+/* ---- wst_limits.c ---- */
+
+const char *wst_set_max_tunnels(cmd_parms *cmd, void *dconf, const char *arg);
+void wst_limits_pre_config(void);
+int wst_limits_post_config(apr_pool_t *pconf, server_rec *s);
+void wst_limits_register_hooks(void);
+/* Count a new tunnel (until r->pool goes), or refuse it with 503 above
+ * ProxyWebsocketMaxTunnels. */
+int wst_tunnel_admit(request_rec *r);
 
 /* ---- wst_route.c ---- */
 

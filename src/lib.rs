@@ -13,4 +13,5 @@
 
 pub mod ffi;
 pub mod handshake;
+pub mod policy;
 pub mod tunnel;

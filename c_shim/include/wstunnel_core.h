@@ -182,6 +182,22 @@ wst_status wst_chunked_decode(wst_chunked *st, unsigned char *buf, size_t len,
                               size_t *data_len, size_t *consumed);
 
 /* ------------------------------------------------------------------ */
+/* Policy                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * ProxyWebsocketAllowOrigin: 1 when a request may open a tunnel, 0 when it
+ * is refused (403). `origin` is the Origin header's value (has_origin = 0
+ * when the request has none: not a browser, allowed); `host` the request's
+ * Host header; tls non-zero for a TLS connection; `allowed` the directive's
+ * arguments: "same" (Origin's host and port are the request's Host), "*",
+ * or serialized origins ("https://app.example.com"). n_allowed == 0: no
+ * policy, everything allowed. Invalid arguments refuse.
+ */
+int wst_origin_allowed(wst_str origin, int has_origin, wst_str host, int tls,
+                       const wst_str *allowed, size_t n_allowed);
+
+/* ------------------------------------------------------------------ */
 /* The tunnel                                                         */
 /* ------------------------------------------------------------------ */
 

@@ -33,7 +33,7 @@ const EMPTY: &CStr = c"";
 /// # Safety
 /// A non-NULL `ptr` must be valid for reads of `len` bytes for `'a`, and the
 /// bytes must not be written during `'a`.
-unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
     if len == 0 {
         return Some(&[]);
     }
@@ -49,7 +49,7 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
 ///
 /// # Safety
 /// As [`bytes`].
-unsafe fn str_arg<'a>(s: wst_str) -> Option<&'a [u8]> {
+pub(crate) unsafe fn str_arg<'a>(s: wst_str) -> Option<&'a [u8]> {
     // SAFETY: forwarded to the caller.
     unsafe { bytes(s.ptr.cast::<u8>(), s.len) }
 }

@@ -3,6 +3,7 @@
 //! calls the tunnel makes. Every `unsafe` block carries a SAFETY comment.
 
 pub mod handshake;
+pub mod policy;
 pub mod sys;
 pub mod tunnel;
 
