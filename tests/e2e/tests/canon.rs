@@ -46,19 +46,19 @@ fn through_t(t: &Target, b: &WstEcho, target: &[u8], upgrade: bool) -> (u16, Opt
     let before = b.requests().len();
     let mut c = RawClient::connect(t).unwrap();
     c.send(&request_bytes(target, &t.host, upgrade)).unwrap();
-    let r = c.read_head().unwrap_or_else(|e| {
-        panic!(
-            "no response to {:?}: {e}",
-            String::from_utf8_lossy(target)
-        )
-    });
+    let r = c
+        .read_head()
+        .unwrap_or_else(|e| panic!("no response to {:?}: {e}", String::from_utf8_lossy(target)));
     drop(c);
     // wst-echo logs the request line before it answers, so it is there by now if the request
     // reached it at all; give the log writer a moment anyway.
-    let line = wst_e2e::wait_for(Duration::from_millis(if r.status < 300 { 2000 } else { 300 }), || {
-        let reqs = b.requests();
-        (reqs.len() > before).then(|| reqs[before].clone())
-    });
+    let line = wst_e2e::wait_for(
+        Duration::from_millis(if r.status < 300 { 2000 } else { 300 }),
+        || {
+            let reqs = b.requests();
+            (reqs.len() > before).then(|| reqs[before].clone())
+        },
+    );
     (r.status, line)
 }
 
@@ -110,7 +110,11 @@ fn compare(h: &Httpd, b: &WstEcho, ws_prefix: &str, http_prefix: &str, cases: &[
             }
         }
     }
-    assert!(failures.is_empty(), "canonical forms differ:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "canonical forms differ:\n{}",
+        failures.join("\n")
+    );
 }
 
 const ROUTES: &str = r#"
@@ -153,7 +157,10 @@ fn canonical_path_and_query_match_proxy_http() {
             case(b"caf%c3%a9", None),
             case(b"caf\xc3\xa9", Some("/caf%C3%A9")),
             // the query string is passed as the client sent it
-            case(b"x?q=a%20b&r=%zz&s=1+2&t=%00", Some("/x?q=a%20b&r=%zz&s=1+2&t=%00")),
+            case(
+                b"x?q=a%20b&r=%zz&s=1+2&t=%00",
+                Some("/x?q=a%20b&r=%zz&s=1+2&t=%00"),
+            ),
             case(b"x?", Some("/x?")),
             case(b"x?a=%C3%A9&b=\xc3\xa9", None),
             // an encoded slash is a 404 unless AllowEncodedSlashes
@@ -286,7 +293,11 @@ RewriteRule ^/rwq/(.*)$ ws://127.0.0.1:{BACKEND_PORT}/x?q=$1 [P]
         let mut p = b"/rwnehttp/".to_vec();
         p.extend_from_slice(bad);
         let (status, line) = through_t(&t, &b, &p, false);
-        assert_eq!((status, line), (403, None), "proxy_http reference for {shown}");
+        assert_eq!(
+            (status, line),
+            (403, None),
+            "proxy_http reference for {shown}"
+        );
     }
     assert!(
         h.wait_error_line(
@@ -334,7 +345,8 @@ fn default_ports_are_omitted() {
     let t = h.target();
     let (status, _) = {
         let mut c = RawClient::connect(&t).unwrap();
-        c.send(&request_bytes(b"/p80/headers", &t.host, true)).unwrap();
+        c.send(&request_bytes(b"/p80/headers", &t.host, true))
+            .unwrap();
         let r = c.read_head().unwrap();
         if let Some(b) = &b80 {
             assert_eq!(r.status, 101, "{}", r.head);
@@ -361,7 +373,8 @@ fn default_ports_are_omitted() {
         ("/v6/x", "serving URL ws://[::1]:8080/x"),
     ] {
         let mut c = RawClient::connect(&t).unwrap();
-        c.send(&request_bytes(path.as_bytes(), &t.host, true)).unwrap();
+        c.send(&request_bytes(path.as_bytes(), &t.host, true))
+            .unwrap();
         let _ = c.read_head();
         assert!(
             h.wait_error_line(Duration::from_secs(3), &["proxy_wstunnel", want])

@@ -122,7 +122,7 @@ fn debug_log_names_serving_url() {
             }
             .as_slice()
         )
-            .is_some(),
+        .is_some(),
         "error log lacks a proxy_wstunnel line with {want:?}"
     );
 }

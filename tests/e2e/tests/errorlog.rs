@@ -100,8 +100,11 @@ fn routine_tunnels(t: &Target) -> usize {
         let req = UpgradeRequest::new("/ws/bye", &t.host, Browser::Chrome);
         let mut c = RawClient::connect(t).unwrap();
         c.send(&req.to_bytes()).unwrap();
-        c.send(&wst_e2e::ws::client_frame(wst_e2e::ws::OP_CLOSE, &[0x03, 0xe8]))
-            .unwrap();
+        c.send(&wst_e2e::ws::client_frame(
+            wst_e2e::ws::OP_CLOSE,
+            &[0x03, 0xe8],
+        ))
+        .unwrap();
         let _ = c.read_head();
         c.shutdown_write().unwrap();
         let (_rest, end) = c.read_until_close(Duration::from_secs(5));
@@ -162,9 +165,15 @@ fn routine_closes_over_tls_log_nothing_at_error_or_warn() {
     let bad: Vec<String> = error_or_warn_lines(&h)
         .into_iter()
         .filter(|l| {
-            ["[proxy_wstunnel:", "[proxy:", "[proxy_http:", "[ssl:", "[core:"]
-                .iter()
-                .any(|m| l.contains(m))
+            [
+                "[proxy_wstunnel:",
+                "[proxy:",
+                "[proxy_http:",
+                "[ssl:",
+                "[core:",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
         })
         .collect();
     assert!(

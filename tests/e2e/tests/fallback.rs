@@ -94,7 +94,10 @@ fn fallback_on_hands_upgrades_to_proxy_http() {
 fn fallback_off_is_served_by_this_module() {
     let (_b, h) = start(Some("Off"));
     tunnel_works(&h);
-    assert!(served_by_us(&h), "no `serving URL` line from proxy_wstunnel");
+    assert!(
+        served_by_us(&h),
+        "no `serving URL` line from proxy_wstunnel"
+    );
     assert!(
         !served_by_proxy_http(&h),
         "mod_proxy_http tunnelled although ProxyWebsocketFallbackToProxyHttp is Off"
@@ -104,12 +107,17 @@ fn fallback_off_is_served_by_this_module() {
 #[test]
 fn fallback_unset_is_served_by_this_module() {
     if Httpd::flavor().wst_is_stock && Httpd::flavor().version >= (2, 4, 47) {
-        eprintln!("SKIP: the stock module falls back to mod_proxy_http when the directive is unset");
+        eprintln!(
+            "SKIP: the stock module falls back to mod_proxy_http when the directive is unset"
+        );
         return;
     }
     let (_b, h) = start(None);
     tunnel_works(&h);
-    assert!(served_by_us(&h), "no `serving URL` line from proxy_wstunnel");
+    assert!(
+        served_by_us(&h),
+        "no `serving URL` line from proxy_wstunnel"
+    );
     assert!(
         !served_by_proxy_http(&h),
         "mod_proxy_http tunnelled although ProxyWebsocketFallbackToProxyHttp is unset"

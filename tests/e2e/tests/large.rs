@@ -42,7 +42,10 @@ fn big_roundtrips(t: &Target, what: &str) {
         }
         ws.get_mut().flush().unwrap();
         let back = wst_e2e::client::next_data(&mut ws).unwrap();
-        assert!(back.into_data()[..] == bin[..], "{what}: fragmented 16 MiB differs");
+        assert!(
+            back.into_data()[..] == bin[..],
+            "{what}: fragmented 16 MiB differs"
+        );
     }
     close(&mut ws);
     eprintln!("{what}: done in {:?}", started.elapsed());

@@ -73,13 +73,18 @@ fn plain_head_without_proxy_http_is_426() {
     let (b, h) = start(false);
     let t = h.target();
     for path in paths() {
-        let mut req = wst_e2e::UpgradeRequest::plain_get(path, &t.host).header("Connection", "close");
+        let mut req =
+            wst_e2e::UpgradeRequest::plain_get(path, &t.host).header("Connection", "close");
         req.method = "HEAD".into();
         let r = wst_e2e::client::http_request(&t, &req).unwrap();
         assert_426(path, &r);
         assert!(r.body.is_empty(), "{path}: HEAD answer with a body");
     }
-    assert!(b.requests().is_empty(), "backend contacted: {:?}", b.requests());
+    assert!(
+        b.requests().is_empty(),
+        "backend contacted: {:?}",
+        b.requests()
+    );
 }
 
 #[test]
@@ -95,7 +100,11 @@ fn plain_get_with_proxy_http_gets_the_backends_answer() {
         }
         let r = http_get(&h.target(), path).unwrap();
         assert_eq!(r.status, 200, "{path}:\n{}", r.head);
-        assert_eq!(r.body_str(), format!("plain GET {backend_path}\n"), "{path}");
+        assert_eq!(
+            r.body_str(),
+            format!("plain GET {backend_path}\n"),
+            "{path}"
+        );
         assert!(
             !r.header_has_token("Connection", "Upgrade"),
             "{path}: plain answer says Connection: Upgrade:\n{}",
