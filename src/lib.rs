@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod ffi;
+pub mod frames;
 pub mod handshake;
 pub mod policy;
 pub mod tunnel;
