@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# Checks what `make rpm` wrote (packaging/rpm.mk): one "ok   ..." or
+# "FAIL ..." line per check, like apxs/check-so.sh; exit 1 if any failed.
+#
+#   RPM_DIR=build/rpm bash packaging/check-rpm.sh     (make rpm-check sets all this)
+#
+# Environment:
+#   RPM_DIR     the make rpm output (default build/rpm)
+#   RPM_ARCHES  binary RPM architectures expected (default: the dirs present)
+#   SO, I686_SO the .so files the binary RPMs were made from: their payload
+#               must be byte-identical
+#   APXS        apxs for the SRPM rebuild test (default: apxs on PATH); its
+#               httpd decides the ABI of the rebuilt package
+#   HTTPD       an httpd to load the packaged x86_64 module and its conf file
+#               into (`httpd -t`), when its MMN matches the package's
+#   HTTPD_I686, APXS_I686  the same for i686 (default: build/i386-root/wst-*)
+#
+# For every binary RPM: name, version, arch, licence, gzip payload; Requires
+# (httpd >= 2.2.15, httpd-mmn matching the ABI in the .so's module record, no
+# rpmlib feature EL6's rpm 4.8 lacks, glibc <= 2.12 for httpd 2.2 packages);
+# the file list; the payload (ELF class and machine, byte-identical to the
+# tested .so, apxs/check-so.sh, the LoadModule line); installation with real
+# dependency resolution into a scratch rpm root holding a stand-in httpd
+# package (Provides httpd, httpd-mmn and glibc's sonames as EL6 / EL9 do), and
+# refusal next to the stand-in of the other httpd ABI; loading into a real
+# httpd when one matches. The repository metadata. The SRPM: its sources, the
+# prebuilt Rust archives (arch, no relocations EL6's binutils 2.20 lacks), and
+# an `rpmbuild --rebuild` with apxs and gcc only (cargo and rustc poisoned).
+set -u
+cd "$(dirname "$0")/.."
+RPM_DIR=${RPM_DIR:-build/rpm}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; failed=1; }
+note() { echo "note $*"; }
+version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -1)
+# rpmlib() features EL6's rpm 4.8.0 provides (rpm --showrc there).
+el6_rpmlib=" BuiltinLuaScripts CompressedFileNames ConcurrentAccess ExplicitPackageProvide FileCaps
+ FileDigests HeaderLoadSortsTags PartialHardlinkSets PayloadFilesHavePrefix PayloadIsBzip2
+ PayloadIsLzma PayloadIsXz ScriptletInterpreterArgs VersionedDependencies "
+# glibc symbol versions, oldest first, per arch (x86_64 starts at 2.2.5).
+glibc_versions() {
+    local v
+    if [ "$1" = x86_64 ]; then set -- 2.2.5; else set -- 2.0 2.1 2.1.1 2.1.2 2.1.3 2.2 2.2.1 2.2.2 2.2.3 2.2.4 2.2.5; fi
+    for v in "$@" 2.2.6 2.3 2.3.2 2.3.3 2.3.4 2.4 2.5 2.6 2.7 2.8 2.9 2.10 2.11 2.12 2.13 2.14 2.15 \
+             2.16 2.17 2.18 2.22 2.23 2.24 2.25 2.26 2.27 2.28 2.29 2.30 2.32 2.33 2.34; do
+        echo "$v"
+    done
+}
+ver_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$2" ]; }
+rpmq() { rpm -qp --nosignature "$@" 2>/dev/null; }
+
+# ---- stand-in httpd packages --------------------------------------------
+# "httpd" for EL6 (2.2.15, MMN 20051115-x86-NN, glibc 2.12) or an EL9-like
+# httpd 2.4 (MMN 20120211xNN, glibc 2.34) of the version the package needs,
+# owning what the real one owns: the module and conf directories, and for 2.4
+# its own modules/mod_proxy_wstunnel.so and conf.modules.d/00-proxy.conf (so a
+# file conflict with httpd would show).
+fake_httpd() { # abi arch httpd-version -> path of the built rpm
+    local abi=$1 arch=$2 hv=$3 top=$tmp/fake-$1-$2 bits libdir glibc lib64 mmn v
+    [ "$arch" = x86_64 ] && { bits=64; libdir=/usr/lib64; lib64='(64bit)'; } || { bits=32; libdir=/usr/lib; lib64=; }
+    if [ "$abi" = httpd22 ]; then mmn=20051115; glibc=2.12; else mmn=20120211; glibc=2.34; fi
+    if ! ls "$top"/RPMS/*/*.rpm >/dev/null 2>&1; then
+        mkdir -p "$top"
+        {
+            echo "Name: httpd"; echo "Version: $hv"; echo "Release: 0.wstcheck"
+            echo "Summary: stand-in for the distribution's httpd (packaging/check-rpm.sh)"
+            echo "License: Apache-2.0"; echo "AutoReqProv: no"
+            echo "Provides: httpd-mmn = $mmn"
+            if [ "$abi" = httpd22 ]; then
+                echo "Provides: httpd-mmn = $mmn-x86-$bits"
+            else
+                echo "Provides: httpd-mmn = ${mmn}x86$bits"
+            fi
+            echo "Provides: libc.so.6()$lib64, rtld(GNU_HASH)"
+            [ -z "$lib64" ] && echo "Provides: libc.so.6"
+            glibc_versions "$arch" | while read -r v; do
+                ver_le "$v" "$glibc" && echo "Provides: libc.so.6(GLIBC_$v)$lib64"
+            done
+            echo "%description"; echo "Stand-in httpd $hv for dependency checks."
+            echo "%install"
+            echo "mkdir -p %{buildroot}$libdir/httpd/modules %{buildroot}/etc/httpd/conf.d"
+            if [ "$abi" = httpd24 ]; then
+                echo "mkdir -p %{buildroot}/etc/httpd/conf.modules.d"
+                echo "echo stock > %{buildroot}$libdir/httpd/modules/mod_proxy_wstunnel.so"
+                echo "printf 'LoadModule proxy_module modules/mod_proxy.so\nLoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so\n' > %{buildroot}/etc/httpd/conf.modules.d/00-proxy.conf"
+            fi
+            echo "%files"
+            echo "%dir /etc/httpd"; echo "%dir /etc/httpd/conf.d"; echo "%dir $libdir/httpd"; echo "%dir $libdir/httpd/modules"
+            if [ "$abi" = httpd24 ]; then
+                echo "%dir /etc/httpd/conf.modules.d"; echo "/etc/httpd/conf.modules.d/00-proxy.conf"
+                echo "$libdir/httpd/modules/mod_proxy_wstunnel.so"
+            fi
+        } > "$top/httpd.spec"
+        rpmbuild -bb --quiet --target "$arch" --define "_topdir $top" --define '_build_id_links none' \
+            --define '_wrong_version_format_terminate_build 0' \
+            "$top/httpd.spec" > "$top/log" 2>&1 || { cat "$top/log" >&2; return 1; }
+    fi
+    ls "$top"/RPMS/*/*.rpm
+}
+new_root() { # dir -> an empty rpm database there
+    rm -rf "$1"; mkdir -p "$1"
+    rpm --root "$1" --dbpath /var/lib/rpm --initdb
+}
+rpmr() { local r=$1; shift; rpm --root "$r" --dbpath /var/lib/rpm --nosignature "$@"; }
+
+# ---- httpd -t with the packaged module and conf file ------------------------
+load_test() { # label abi arch path-of-.so path-of-conf-file
+    local label=$1 abi=$2 arch=$3 so=$4 conf=$5 sofile=${4##*/} httpd apxs libexec mmn t out
+    if [ "$arch" = x86_64 ]; then httpd=${HTTPD:-}; apxs=${APXS:-apxs}
+    else httpd=${HTTPD_I686:-build/i386-root/wst-httpd}; apxs=${APXS_I686:-build/i386-root/wst-apxs}; fi
+    [ -n "$httpd" ] && [ -x "$httpd" ] || { note "$label: no $arch httpd to load it into (HTTPD${arch/x86_64/}${arch/i686/_I686})"; return; }
+    mmn=$("$httpd" -V 2>/dev/null | sed -n 's/.*Module Magic Number: *\([0-9]*\).*/\1/p')
+    case $abi:$mmn in
+        httpd22:20051115|httpd24:20120211) ;;
+        *) note "$label: $httpd (MMN ${mmn:-?}) is not the package's httpd ABI; load test skipped"; return ;;
+    esac
+    libexec=$("$apxs" -q LIBEXECDIR 2>/dev/null)
+    [ -f "$libexec/mod_proxy.so" ] || { note "$label: no mod_proxy.so in '$libexec' ($apxs); load test skipped"; return; }
+    t=$tmp/load-$abi-$arch; rm -rf "$t"; mkdir -p "$t/modules" "$t/conf.d" "$t/conf.modules.d" "$t/logs"
+    ln -s "$libexec/mod_proxy.so" "$t/modules/mod_proxy.so"
+    cp "$so" "$t/modules/"
+    {
+        echo "ServerRoot \"$t\""; echo "ServerName localhost"; echo "Listen 127.0.0.1:9"
+        echo "PidFile $t/logs/httpd.pid"; echo "ErrorLog $t/logs/error_log"
+        for m in mpm_prefork; do [ -f "$libexec/mod_$m.so" ] && echo "LoadModule ${m}_module $libexec/mod_$m.so"; done
+        if [ "$abi" = httpd24 ]; then
+            # EL7+'s layout: httpd's own 00-proxy.conf loads mod_proxy and the stock module.
+            ln -s "$libexec/mod_proxy_wstunnel.so" "$t/modules/mod_proxy_wstunnel.so"
+            printf 'LoadModule proxy_module modules/mod_proxy.so\nLoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so\n' \
+                > "$t/conf.modules.d/00-proxy.conf"
+            cp "$conf" "$t/conf.modules.d/"
+            echo "Include conf.modules.d/*.conf"
+        else
+            # EL6's httpd.conf: LoadModule lines, then conf.d/*.conf.
+            echo "LoadModule proxy_module modules/mod_proxy.so"
+            cp "$conf" "$t/conf.d/"
+            echo "Include conf.d/*.conf"
+        fi
+        # A directive only this module knows: proves which module was loaded.
+        echo "ProxyWebsocketAllowOrigin same"
+        echo "ProxyPass /ws/ ws://127.0.0.1:9/"
+    } > "$t/httpd.conf"
+    out=$("$httpd" -t -d "$t" -f "$t/httpd.conf" 2>&1)
+    if echo "$out" | grep -q 'Syntax OK'; then
+        ok "$label: $(basename "$conf") loads $sofile into $("$httpd" -v | sed -n 's/Server version: //p') ($arch); ProxyWebsocketAllowOrigin accepted"
+    else
+        bad "$label: httpd -t with $(basename "$conf"): $(echo "$out" | head -3)"
+        return
+    fi
+    if [ "$abi" = httpd24 ]; then
+        if echo "$out" | grep -q 'proxy_wstunnel_module is already loaded'; then
+            ok "$label: it loads ahead of httpd's stock mod_proxy_wstunnel.so (whose 00-proxy.conf line is skipped)"
+        else
+            bad "$label: no 'already loaded' notice for the stock module: which one is loaded? $(echo "$out" | head -3)"
+        fi
+    fi
+}
+
+# ---- one binary RPM -----------------------------------------------------
+check_binary() { # pkg expected-arch built-so(optional) label
+    local pkg arch=$2 built=$3 label=$4 x=$tmp/x-$RANDOM q name ver rel parch lic pc reqs
+    pkg=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+    local info mmn mmnisa abi cookie moddir sofile confdir conffile files f bad_rpmlib r hv
+    q=$(rpmq --qf '%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}|%{LICENSE}|%{PAYLOADCOMPRESSOR}|%{URL}|%{SUMMARY}' "$pkg")
+    IFS='|' read -r name ver rel parch lic pc url summary <<< "$q"
+    [ "$name" = mod_proxy_wstunnel ] && [ "$ver" = "$version" ] && [ "$parch" = "$arch" ] \
+        && ok "$label: $name-$ver-$rel.$parch (Cargo.toml version, $arch)" \
+        || bad "$label: name/version/arch '$name' '$ver' '$parch', expected mod_proxy_wstunnel $version $arch"
+    [ "$lic" = Apache-2.0 ] && [ -n "$url" ] && [ -n "$summary" ] \
+        && ok "$label: License $lic, URL and Summary set" || bad "$label: License '$lic' URL '$url' Summary '$summary'"
+    [ "$pc" = gzip ] && ok "$label: gzip payload (EL6's rpm 4.8 reads it)" || bad "$label: payload compressor '$pc', EL6 wants gzip"
+
+    # Payload first: the ABI comes from the module record of the .so inside.
+    mkdir -p "$x"
+    (cd "$x" && rpm2cpio "$pkg" | cpio -idm --quiet 2>/dev/null) || { bad "$label: rpm2cpio | cpio failed"; return; }
+    [ "$arch" = x86_64 ] && moddir=/usr/lib64/httpd/modules || moddir=/usr/lib/httpd/modules
+    so=$(ls "$x$moddir"/*.so 2>/dev/null | head -1)
+    [ -n "$so" ] || { bad "$label: no .so under $moddir in the payload"; return; }
+    if ! info=$(sh packaging/so-abi.sh "$so" 2>&1); then bad "$label: $info"; return; fi
+    eval "$info"
+    if [ "$abi" = httpd22 ]; then sofile=mod_proxy_wstunnel.so; confdir=/etc/httpd/conf.d; conffile=proxy_wstunnel.conf
+    else sofile=mod_proxy_wstunnel_rs.so; confdir=/etc/httpd/conf.modules.d; conffile=00-proxy-wstunnel-rs.conf; fi
+    ok "$label: payload module record: MMN $mmn:$minor, cookie $cookie ($abi)"
+    case $rel in
+        1.$abi|1.$abi.*) ok "$label: Release $rel names the httpd ABI" ;;
+        *) bad "$label: Release $rel does not say $abi" ;;
+    esac
+
+    # File list.
+    files=$(rpmq -l "$pkg" | grep -v '^/usr/share/doc/')
+    local want="$confdir/$conffile
+$moddir/$sofile"
+    [ "$files" = "$want" ] && ok "$label: files $(echo $files)" \
+        || bad "$label: files are '$(echo $files)', expected '$(echo $want)'"
+    rpmq -c "$pkg" | grep -qx "$confdir/$conffile" && ok "$label: $conffile is %config" \
+        || bad "$label: $conffile is not marked %config"
+    local ft; ft=$(file -b "$x$moddir/$sofile")
+    if [ "$arch" = x86_64 ]; then
+        echo "$ft" | grep -q '^ELF 64-bit LSB shared object, x86-64' && ok "$label: $sofile is ELF 64-bit x86-64" \
+            || bad "$label: $sofile is '$ft'"
+    else
+        echo "$ft" | grep -Eq '^ELF 32-bit LSB shared object, Intel (80386|i386)' && ok "$label: $sofile is ELF 32-bit Intel 80386" \
+            || bad "$label: $sofile is '$ft'"
+    fi
+    if [ -n "$built" ] && [ -f "$built" ]; then
+        cmp -s "$built" "$x$moddir/$sofile" && ok "$label: payload is byte-identical to $built" \
+            || bad "$label: payload differs from $built (stale package? make rpm)"
+    fi
+    sh apxs/check-so.sh "$x$moddir/$sofile" | sed "s|$x||"
+    grep -Eq "^[[:space:]]*LoadModule[[:space:]]+proxy_wstunnel_module[[:space:]]+modules/$sofile[[:space:]]*$" "$x$confdir/$conffile" \
+        && ok "$label: $conffile has 'LoadModule proxy_wstunnel_module modules/$sofile'" \
+        || bad "$label: $conffile lacks the LoadModule line for modules/$sofile"
+
+    # Requires.
+    reqs=$(rpmq --requires "$pkg")
+    echo "$reqs" | grep -qx 'httpd >= 2.2.15' && ok "$label: Requires httpd >= 2.2.15" || bad "$label: no 'httpd >= 2.2.15' in: $(echo $reqs)"
+    echo "$reqs" | grep -qx "httpd-mmn = $mmnisa" && ok "$label: Requires httpd-mmn = $mmnisa (the .so's ABI)" \
+        || bad "$label: Requires has $(echo "$reqs" | grep httpd-mmn | tr '\n' ' '), the .so needs httpd-mmn = $mmnisa"
+    [ "$(echo "$reqs" | grep -c '^httpd-mmn')" = 1 ] || bad "$label: more than one httpd-mmn requirement"
+    bad_rpmlib=
+    for r in $(echo "$reqs" | sed -n 's/^rpmlib(\([^)]*\)).*/\1/p'); do
+        case $el6_rpmlib in *" $r "*) ;; *) bad_rpmlib="$bad_rpmlib $r" ;; esac
+    done
+    [ -z "$bad_rpmlib" ] && ok "$label: rpmlib features all known to EL6's rpm 4.8 ($(echo "$reqs" | sed -n 's/^rpmlib(\([^)]*\)).*/\1/p' | tr '\n' ' '))" \
+        || bad "$label: needs rpmlib features EL6's rpm 4.8 lacks:$bad_rpmlib"
+    local others; others=$(echo "$reqs" | grep -v -E '^(httpd( |-mmn )|rpmlib\(|libc\.so\.6|rtld\(GNU_HASH\)|config\(mod_proxy_wstunnel\) )' || true)
+    [ -z "$others" ] && ok "$label: no other requirements (glibc, rtld(GNU_HASH), its own config())" \
+        || bad "$label: unexpected requirements: $(echo $others)"
+    if [ "$abi" = httpd22 ]; then
+        local top; top=$(echo "$reqs" | sed -n 's/^libc\.so\.6(GLIBC_\([0-9.]*\)).*/\1/p' | sort -V | tail -1)
+        ver_le "${top:-2.0}" 2.12 && ok "$label: glibc requirements <= GLIBC_2.12 (EL6)" || bad "$label: requires GLIBC_$top, EL6 has 2.12"
+    fi
+    hv=$(echo "$reqs" | sed -n 's/^httpd >= //p' | sort -V | tail -1)
+    # Built against 2.4.N headers, the module may use what 2.4.N added.
+    [ "$abi" = httpd24 ] && ! ver_le "$hv" 2.4.62 \
+        && note "$label: requires httpd >= $hv (its headers); EL9 ships 2.4.62, EL8 2.4.37, EL7 2.4.6: there, rebuild the SRPM"
+
+    # Install into a scratch root next to a stand-in httpd, with dependencies.
+    local fake other r0 out
+    fake=$(fake_httpd "$abi" "$arch" "$( [ "$abi" = httpd22 ] && echo 2.2.15 || echo "$hv")") \
+        || { bad "$label: could not build the stand-in httpd"; return; }
+    r0=$tmp/root-$RANDOM; new_root "$r0"
+    if ! out=$(rpmr "$r0" -i "$fake" 2>&1); then bad "$label: stand-in httpd did not install: $out"; return; fi
+    if out=$(rpmr "$r0" -i "$pkg" 2>&1); then
+        ok "$label: installs into a scratch root next to httpd $(rpmr "$r0" -q --qf '%{VERSION}' httpd) (httpd-mmn, glibc sonames resolved, no --nodeps, no file conflict)"
+    else
+        bad "$label: rpm -i next to the stand-in httpd: $(echo $out | head -c 400)"; return
+    fi
+    cmp -s "$r0$moddir/$sofile" "$x$moddir/$sofile" && [ -f "$r0$confdir/$conffile" ] \
+        && ok "$label: $moddir/$sofile and $confdir/$conffile in place" || bad "$label: installed files missing"
+    if [ "$abi" = httpd24 ]; then
+        [ "$(cat "$r0$moddir/mod_proxy_wstunnel.so")" = stock ] && ok "$label: httpd's own modules/mod_proxy_wstunnel.so untouched" \
+            || bad "$label: httpd's own mod_proxy_wstunnel.so was changed"
+    fi
+    out=$(rpmr "$r0" -V mod_proxy_wstunnel 2>&1) && ok "$label: rpm -V clean" || bad "$label: rpm -V: $out"
+    out=$(rpmr "$r0" -e mod_proxy_wstunnel 2>&1) && [ ! -e "$r0$moddir/$sofile" ] && [ ! -e "$r0$confdir/$conffile" ] \
+        && ok "$label: rpm -e removes it" || bad "$label: rpm -e: $out"
+    # ... and refused next to the other httpd.
+    if [ "$abi" = httpd22 ]; then other=$(fake_httpd httpd24 "$arch" 2.4.62); else other=$(fake_httpd httpd22 "$arch" 2.2.15); fi
+    new_root "$r0"; rpmr "$r0" -i "$other" >/dev/null 2>&1
+    if out=$(rpmr "$r0" -i --test "$pkg" 2>&1); then
+        bad "$label: installs next to the other httpd ABI ($(basename "$other")): the httpd-mmn requirement does not gate it"
+    elif echo "$out" | grep -q 'httpd-mmn'; then
+        ok "$label: refused next to httpd $(rpmr "$r0" -q --qf '%{VERSION}' httpd) (needs httpd-mmn = $mmnisa)"
+    else
+        bad "$label: refused next to the other httpd, but not for httpd-mmn: $(echo $out | head -c 300)"
+    fi
+    rm -rf "$r0"
+    load_test "$label" "$abi" "$arch" "$x$moddir/$sofile" "$x$confdir/$conffile"
+}
+
+# ---- the binary RPMs ------------------------------------------------------
+[ -d "$RPM_DIR" ] || { bad "$RPM_DIR does not exist: run make rpm"; exit 1; }
+arches=${RPM_ARCHES:-$(for a in x86_64 i686; do [ -d "$RPM_DIR/$a" ] && echo $a; done)}
+for arch in $arches; do
+    pkgs=$(ls "$RPM_DIR/$arch"/*.rpm 2>/dev/null)
+    [ "$(echo "$pkgs" | grep -c .)" = 1 ] || { bad "$RPM_DIR/$arch: expected one RPM, found '$(echo $pkgs)'"; continue; }
+    [ $arch = x86_64 ] && built=${SO:-} || built=${I686_SO:-}
+    check_binary "$pkgs" "$arch" "$built" "$(basename "$pkgs")"
+done
+
+# ---- the repository -------------------------------------------------------
+repo=$RPM_DIR/repo
+if [ -f "$repo/repodata/repomd.xml" ]; then
+    ok "repo: $repo/repodata/repomd.xml"
+    locs=$(sed -n 's/.*<location href="\([^"]*\)".*/\1/p' "$repo/repodata/repomd.xml")
+    for t in primary filelists other; do
+        grep -q "<data type=\"$t\">" "$repo/repodata/repomd.xml" || bad "repo: repomd.xml has no $t"
+    done
+    if echo "$locs" | grep -Ev '\.(gz|bz2)$' | grep -q .; then
+        bad "repo: metadata compressed other than gzip/bzip2 (EL6's yum): $(echo $locs)"
+    else
+        ok "repo: metadata is gzip XML and bzip2 sqlite ($(echo "$locs" | wc -l) files), as EL6's yum reads"
+    fi
+    grep -q '<checksum type="sha256">' "$repo/repodata/repomd.xml" && ok "repo: sha256 checksums" || bad "repo: not sha256"
+    primary=$repo/$(echo "$locs" | grep 'primary.xml.gz$')
+    n=$(zcat "$primary" | sed -n 's/.*<metadata[^>]* packages="\([0-9]*\)".*/\1/p')
+    want=0
+    for arch in $arches; do
+        for p in "$RPM_DIR/$arch"/*.rpm; do
+            want=$((want + 1)); f=$(basename "$p")
+            if zcat "$primary" | grep -q "<location href=\"Packages/$f\"/>" && cmp -s "$p" "$repo/Packages/$f"; then
+                ok "repo: primary lists Packages/$f"
+            else
+                bad "repo: primary does not list Packages/$f (or the copy differs)"
+            fi
+        done
+    done
+    [ "$n" = "$want" ] && ok "repo: $n packages in primary.xml" || bad "repo: primary.xml has '$n' packages, expected $want"
+    zcat "$primary" | grep -q 'name="httpd-mmn"' && ok "repo: primary carries the httpd-mmn requirement (yum resolves it)" \
+        || bad "repo: no httpd-mmn requirement in primary.xml"
+else
+    bad "repo: no $repo/repodata/repomd.xml"
+fi
+
+# ---- the source RPM -------------------------------------------------------
+srpms=$(ls "$RPM_DIR"/SRPMS/*.src.rpm 2>/dev/null)
+if [ "$(echo "$srpms" | grep -c .)" != 1 ]; then
+    bad "SRPMS: expected one source RPM in $RPM_DIR/SRPMS, found '$(echo $srpms)'"
+else
+    s=$srpms; label=$(basename "$s")
+    [ "$label" = "mod_proxy_wstunnel-$version-1.src.rpm" ] && ok "$label: named for no particular httpd" || bad "$label: expected mod_proxy_wstunnel-$version-1.src.rpm"
+    [ "$(rpmq --qf '%{PAYLOADCOMPRESSOR}' "$s")" = gzip ] && ok "$label: gzip payload" || bad "$label: payload not gzip"
+    reqs=$(rpmq --requires "$s")
+    bad_rpmlib=
+    for r in $(echo "$reqs" | sed -n 's/^rpmlib(\([^)]*\)).*/\1/p'); do
+        case $el6_rpmlib in *" $r "*) ;; *) bad_rpmlib="$bad_rpmlib $r" ;; esac
+    done
+    [ -z "$bad_rpmlib" ] && ok "$label: rpmlib features all known to EL6's rpm 4.8" || bad "$label: rpmlib features EL6 lacks:$bad_rpmlib"
+    br=$(echo "$reqs" | grep -v '^rpmlib(' | tr '\n' ' ')
+    echo "$reqs" | grep -qx 'httpd-devel >= 2.2.15' && ! echo "$reqs" | grep -Eqi 'cargo|rust|clang' \
+        && ok "$label: BuildRequires $br(no Rust)" || bad "$label: BuildRequires $br"
+    sx=$tmp/srpm; mkdir -p "$sx"
+    (cd "$sx" && rpm2cpio "$OLDPWD/$s" | cpio -idm --quiet 2>/dev/null)
+    tarball=$sx/mod_proxy_wstunnel-$version.tar.gz
+    if [ -f "$tarball" ] && tar -xzf "$tarball" -C "$sx"; then
+        d=$sx/mod_proxy_wstunnel-$version
+        missing=
+        for f in c_shim/*.c c_shim/*.h c_shim/include/wstunnel_core.h apxs/exports.map apxs/check-so.sh; do
+            cmp -s "$f" "$d/$f" || missing="$missing $f"
+        done
+        [ -z "$missing" ] && ok "$label: carries the current C shim, contract header, exports.map, check-so.sh" \
+            || bad "$label: differs from the tree or lacks:$missing"
+        for a in $arches; do
+            ar=$d/core/$a/libwstunnel_core.a
+            [ -f "$ar" ] || { bad "$label: no core/$a/libwstunnel_core.a"; continue; }
+            h=$(readelf -h "$ar" 2>/dev/null | awk -F: '$1 ~ /Class|Machine/ {gsub(/^ +/, "", $2); print $2}' | sort -u | tr '\n' ' ')
+            case $a:$h in
+                "x86_64:Advanced Micro Devices X86-64 ELF64 "|"i686:ELF32 Intel 80386 ") ok "$label: core/$a archive is $h" ;;
+                *) bad "$label: core/$a archive objects are '$h'" ;;
+            esac
+            rel=$(readelf -rW "$ar" 2>/dev/null | grep -Eo 'R_X86_64_(REX_)?GOTPCRELX|R_386_GOT32X' | sort | uniq -c | tr '\n' ' ')
+            comp=$(readelf -SW "$ar" 2>/dev/null | grep -E '^\s+\[' | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^[WAXMSILOGTCxoEDlRp]+$/ && $i ~ /C/) {print; break}}' | head -1)
+            dbg=$(readelf -SW "$ar" 2>/dev/null | grep -c '\.debug_')
+            if [ -z "$rel" ] && [ -z "$comp" ]; then
+                ok "$label: core/$a has no GOTPCRELX/GOT32X relocations or compressed sections (EL6's binutils 2.20 links it); $dbg debug sections"
+            else
+                bad "$label: core/$a needs a newer linker than EL6's: ${rel}${comp}"
+            fi
+        done
+        [ -f "$d/core-BUILD-INFO" ] && ok "$label: core-BUILD-INFO: $(sed -n 2p "$d/core-BUILD-INFO")" || bad "$label: no core-BUILD-INFO"
+    else
+        bad "$label: no readable mod_proxy_wstunnel-$version.tar.gz inside"
+    fi
+
+    # Rebuild it the way an EL box would: apxs and gcc, with cargo and rustc
+    # made to fail loudly if anything called them.
+    apxs=${APXS:-$(command -v apxs || command -v apxs2)}
+    if [ -z "$apxs" ] || ! "$apxs" -q INCLUDEDIR >/dev/null 2>&1; then
+        note "$label: no apxs; rebuild test skipped"
+    else
+        nr=$tmp/norust; mkdir -p "$nr"
+        for t in cargo rustc rustup; do
+            printf '#!/bin/sh\necho "%s called" >> %s/called\nexit 1\n' "$t" "$nr" > "$nr/$t"; chmod +x "$nr/$t"
+        done
+        rb=$tmp/rebuild; mkdir -p "$rb"
+        if PATH=$nr:$PATH rpmbuild --rebuild --nodeps --define "_topdir $rb" --define "wst_apxs $apxs" \
+                "$s" > "$rb/log" 2>&1 && [ ! -e "$nr/called" ]; then
+            p=$(ls "$rb"/RPMS/*/*.rpm | head -1)
+            ok "$label: rpmbuild --rebuild with $apxs and gcc only -> $(basename "$p") ($(grep -c '^ok   ' "$rb/log") ok lines from check-so.sh in %check)"
+            check_binary "$p" "$(uname -m)" "" "rebuilt $(basename "$p")"
+        else
+            bad "$label: rpmbuild --rebuild failed: $(cat "$nr/called" 2>/dev/null) $(tail -5 "$rb/log" | tr '\n' ' ')"
+        fi
+    fi
+fi
+exit $failed

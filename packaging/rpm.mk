@@ -1,0 +1,119 @@
+# RPM packages for EL6..EL9, for `include packaging/rpm.mk` at the end of the
+# top-level Makefile (after scripts/i686.mk; uses SO, BUILD, APXS, CORE,
+# SHIM_SRC, SHIM_HDR, I686_SO, I686_CORE, I386_ROOT).
+#
+#   make rpm          $(RPM_DIR)/x86_64/*.rpm   from $(SO), built against $(APXS)'s headers
+#                     $(RPM_DIR)/i686/*.rpm     from $(I686_SO) (when scripts/setup-i686.sh ran)
+#                     $(RPM_DIR)/SRPMS/*.src.rpm  C shim + prebuilt Rust cores, rebuilds
+#                                                 on EL with gcc + httpd-devel, no Rust
+#                     $(RPM_DIR)/repo/          the binary RPMs + createrepo_c metadata
+#   make rpm-check    packaging/check-rpm.sh on all of it
+#
+# RPM_DIR is $(BUILD)/rpm, so `make rpm APXS=/path/to/httpd-2.2/bin/apxs
+# BUILD=build/httpd22` writes an httpd 2.2 (EL6) package set to
+# build/httpd22/rpm without touching build/rpm. The ABI of each binary RPM
+# (Release .httpd22/.httpd24, Requires httpd-mmn) is read from the .so itself
+# and must agree with the headers it was built against.
+# Needs (Debian): rpm, rpm2cpio, createrepo-c, cpio, file, binutils.
+RPM_DIR      ?= $(BUILD)/rpm
+RPM_ARCHES   ?= x86_64 $(if $(wildcard $(I386_ROOT)/.wst-i386-stamp),i686)
+RPMBUILD     ?= rpmbuild
+CREATEREPO   ?= createrepo_c
+RPM_VERSION  := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -1)
+RPM_SPEC_IN  := packaging/mod_proxy_wstunnel.spec
+RPM_SPEC     := $(RPM_DIR)/mod_proxy_wstunnel.spec
+RPM_EXTRA    := packaging/proxy_wstunnel.conf packaging/00-proxy-wstunnel-rs.conf README.md
+RPM_WORK     := $(RPM_DIR)/work
+RPM_TARDIR   := mod_proxy_wstunnel-$(RPM_VERSION)
+# EL6's rpm 4.8: gzip payloads, no /usr/lib/.build-id links, SHA-256 file digests.
+RPM_DEFINES  := --define '_build_id_links none' --define '_binary_payload w9.gzdio' \
+                --define '_source_payload w9.gzdio' --define '_binary_filedigest_algorithm 8' \
+                --define '_source_filedigest_algorithm 8'
+# Headers each arch's .so was built against (for the version and MMN cross-check).
+RPM_INC_x86_64 = $(shell $(APXS) -q INCLUDEDIR 2>/dev/null)
+RPM_INC_i686   = $(I386_ROOT)/usr/include/apache2
+RPM_SO_x86_64  = $(SO)
+RPM_SO_i686    = $(I686_SO)
+RPM_CORE_x86_64 = $(CORE)
+RPM_CORE_i686   = $(I686_CORE)
+
+.PHONY: rpm rpm-bin rpm-srpm rpm-repo rpm-check rpm-clean rpm-tools $(addprefix rpm-bin-,x86_64 i686)
+
+rpm: rpm-repo
+
+rpm-tools:
+	@for t in $(RPMBUILD) $(CREATEREPO) rpm2cpio cpio file readelf; do \
+	    command -v $$t >/dev/null || { echo "$$t not found: apt-get install rpm rpm2cpio createrepo-c cpio file binutils"; exit 1; }; \
+	done
+
+$(RPM_SPEC): $(RPM_SPEC_IN) Cargo.toml
+	@mkdir -p $(RPM_DIR)
+	sed 's/^Version:\( *\).*/Version:\1$(RPM_VERSION)/' $< > $@
+
+# rpm-bin-<arch>: package the .so as built; nothing is compiled here.
+rpm-bin-x86_64: $(SO)
+rpm-bin-i686: $(I686_SO)
+rpm-bin-x86_64 rpm-bin-i686: rpm-bin-%: $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh | rpm-tools
+	@set -e; arch=$*; so=$(RPM_SO_$*); inc=$(RPM_INC_$*); top=$(CURDIR)/$(RPM_WORK)/$$arch; \
+	info=$$(sh packaging/so-abi.sh $$so); echo "$$so: $$info"; eval "$$info"; \
+	hmmn=$$(awk '$$1 == "#define" && $$2 == "MODULE_MAGIC_NUMBER_MAJOR" {print $$3}' $$inc/ap_mmn.h); \
+	hminor=$$(awk '$$1 == "#define" && $$2 == "MODULE_MAGIC_NUMBER_MINOR" {print $$3}' $$inc/ap_mmn.h); \
+	hv=$$(awk '$$1 == "#define" && $$2 ~ /^AP_SERVER_(MAJOR|MINOR)VERSION_NUMBER$$|^AP_SERVER_PATCHLEVEL_NUMBER$$/ \
+	          {v = v s $$3; s = "."} END {print v}' $$inc/ap_release.h); \
+	if [ "$$mmn:$$minor" != "$$hmmn:$$hminor" ]; then \
+	    echo "$$so was built for MMN $$mmn:$$minor but $$inc has $$hmmn:$$hminor (stale build? make clean, or set BUILD=)"; exit 1; \
+	fi; \
+	rm -rf $$top; mkdir -p $$top/SOURCES; \
+	cp -p $$so $$top/SOURCES/mod_proxy_wstunnel.so; cp -p $(RPM_EXTRA) $$top/SOURCES/; \
+	$(RPMBUILD) -bb --quiet --target $$arch --with prebuilt --define "_topdir $$top" \
+	    --define "wst_mmn $$mmn" --define "wst_httpd_version $$hv" $(RPM_DEFINES) $(RPM_SPEC) \
+	    > $$top/rpmbuild.log 2>&1 || { cat $$top/rpmbuild.log; exit 1; }; \
+	mkdir -p $(RPM_DIR)/$$arch; rm -f $(RPM_DIR)/$$arch/*.rpm; \
+	mv $$top/RPMS/*/*.rpm $(RPM_DIR)/$$arch/; \
+	echo "built $$(ls $(RPM_DIR)/$$arch/*.rpm) (httpd >= $$hv, httpd-mmn = $$mmnisa)"
+
+rpm-bin: $(addprefix rpm-bin-,$(RPM_ARCHES))
+
+# The source RPM: C shim, contract header, export map, the .so checks, and
+# the Rust core as prebuilt static archives (debug info stripped; they hold
+# no httpd code), with a note of how they were made.
+rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs/check-so.sh \
+          $(foreach a,$(RPM_ARCHES),$(RPM_CORE_$(a))) | rpm-tools
+	@set -e; top=$(CURDIR)/$(RPM_WORK)/src; st=$$top/stage/$(RPM_TARDIR); \
+	rm -rf $$top; mkdir -p $$st/c_shim/include $$st/apxs $$st/packaging $$top/SOURCES; \
+	cp -p $(SHIM_SRC) $(filter c_shim/%.h,$(filter-out c_shim/include/%,$(SHIM_HDR))) $$st/c_shim/; \
+	cp -p $(filter c_shim/include/%,$(SHIM_HDR)) $$st/c_shim/include/; \
+	cp -p apxs/exports.map apxs/check-so.sh $$st/apxs/; \
+	cp -p README.md $$st/; cp -p $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh $$st/packaging/; \
+	{ echo "Prebuilt Rust core of mod_proxy_wstunnel $(RPM_VERSION), made by 'make rpm'"; \
+	  echo "source: $$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock build.rs c_shim/include 2>/dev/null || echo ' (with uncommitted changes)')"; \
+	  echo "profile: release (panic=abort, lto), no_std; debug info stripped"; } > $$st/core-BUILD-INFO; \
+	for a in $(RPM_ARCHES); do \
+	    case $$a in x86_64) src=$(CORE); rc="$$(rustc -V 2>/dev/null)";; i686) src=$(I686_CORE); rc="$$($(I686_RUSTC) -V 2>/dev/null)";; esac; \
+	    mkdir -p $$st/core/$$a; cp $$src $$st/core/$$a/libwstunnel_core.a; \
+	    strip --strip-debug $$st/core/$$a/libwstunnel_core.a; \
+	    echo "core/$$a/libwstunnel_core.a: $$rc; sha256 $$(sha256sum < $$st/core/$$a/libwstunnel_core.a | cut -c1-64)" >> $$st/core-BUILD-INFO; \
+	done; \
+	epoch=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$$epoch -C $$top/stage -cf - $(RPM_TARDIR) \
+	    | gzip -n -9 > $$top/SOURCES/$(RPM_TARDIR).tar.gz; \
+	cp -p $(RPM_EXTRA) $$top/SOURCES/; \
+	$(RPMBUILD) -bs --quiet --nodeps --define "_topdir $$top" --define 'wst_mmn 0' $(RPM_DEFINES) $(RPM_SPEC) \
+	    > $$top/rpmbuild.log 2>&1 || { cat $$top/rpmbuild.log; exit 1; }; \
+	mkdir -p $(RPM_DIR)/SRPMS; rm -f $(RPM_DIR)/SRPMS/*.rpm; mv $$top/SRPMS/*.src.rpm $(RPM_DIR)/SRPMS/; \
+	echo "built $$(ls $(RPM_DIR)/SRPMS/*.src.rpm) (cores: $(RPM_ARCHES))"
+
+# A yum/dnf repository of the binary RPMs. gzip XML and bzip2 sqlite: what
+# EL6's yum reads (no zstd, no zchunk).
+rpm-repo: rpm-bin rpm-srpm
+	@set -e; repo=$(RPM_DIR)/repo; rm -rf $$repo; mkdir -p $$repo/Packages; \
+	for a in $(RPM_ARCHES); do cp -p $(RPM_DIR)/$$a/*.rpm $$repo/Packages/; done; \
+	$(CREATEREPO) --quiet --checksum=sha256 --general-compress-type=gz --compress-type=bz2 --database $$repo; \
+	echo "repository $$repo: $$(ls $$repo/Packages | tr '\n' ' ')"
+
+rpm-check:
+	RPM_DIR=$(RPM_DIR) RPM_ARCHES="$(RPM_ARCHES)" SO=$(SO) I686_SO=$(I686_SO) APXS=$(APXS) HTTPD=$(HTTPD) \
+	    bash packaging/check-rpm.sh
+
+rpm-clean:
+	rm -rf $(RPM_DIR)
