@@ -7,6 +7,7 @@
 # Environment:
 #   RPM_DIR     the make rpm output (default build/rpm)
 #   RPM_ARCHES  binary RPM architectures expected (default: the dirs present)
+#   RPM_CORES   Rust archives the SRPM must carry (default: what it has)
 #   SO, I686_SO the .so files the binary RPMs were made from: their payload
 #               must be byte-identical
 #   APXS        apxs for the SRPM rebuild test (default: apxs on PATH); its
@@ -35,6 +36,7 @@ failed=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; failed=1; }
 note() { echo "note $*"; }
+CREATEREPO_C=${CREATEREPO:-createrepo_c}
 version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -1)
 # rpmlib() features EL6's rpm 4.8.0 provides (rpm --showrc there).
 el6_rpmlib=" BuiltinLuaScripts CompressedFileNames ConcurrentAccess ExplicitPackageProvide FileCaps
@@ -316,6 +318,44 @@ else
     bad "repo: no $repo/repodata/repomd.xml"
 fi
 
+# ---- yum-style install from the repository (dnf reads the same metadata) ----
+# The example .repo file, its baseurl pointed at the repository, plus a
+# repository holding the stand-in httpd: `dnf install mod_proxy_wstunnel`
+# must pull both, and fail next to the other httpd ABI.
+if [ -f "$repo/repodata/repomd.xml" ] && command -v dnf >/dev/null; then
+    for arch in $arches; do
+        p=$(ls "$RPM_DIR/$arch"/*.rpm 2>/dev/null | head -1); [ -n "$p" ] || continue
+        rel=$(rpmq --qf '%{RELEASE}' "$p"); abi=${rel#1.}; abi=${abi%%.*}
+        hv=$(rpmq --requires "$p" | sed -n 's/^httpd >= //p' | sort -V | tail -1)
+        for want in ok refused; do
+            if [ $want = ok ]; then fa=$abi; fv=$hv; else
+                [ "$abi" = httpd22 ] && { fa=httpd24; fv=2.4.62; } || { fa=httpd22; fv=2.2.15; }
+            fi
+            f=$(fake_httpd "$fa" "$arch" "$fv") || { bad "dnf: no stand-in httpd"; continue; }
+            d=$tmp/dnf-$arch-$want; rm -rf "$d"; mkdir -p "$d/repos" "$d/standin" "$d/root"
+            cp "$f" "$d/standin/" && $CREATEREPO_C -q "$d/standin"
+            sed "s|^baseurl=file:.*|baseurl=file://$(cd "$repo" && pwd)/|" packaging/mod_proxy_wstunnel.repo > "$d/repos/wst.repo"
+            printf '[stand-in]\nname=stand-in httpd\nbaseurl=file://%s/standin/\ngpgcheck=0\n' "$d" >> "$d/repos/wst.repo"
+            out=$(dnf -y -q --installroot="$d/root" --releasever=6 --forcearch="$arch" --setopt=reposdir="$d/repos" \
+                  --setopt=cachedir="$d/cache" --setopt=install_weak_deps=0 install mod_proxy_wstunnel 2>&1)
+            rc=$?
+            if [ $want = ok ]; then
+                if [ $rc = 0 ] && ls "$d/root"/usr/lib*/httpd/modules/mod_proxy_wstunnel*.so >/dev/null 2>&1; then
+                    ok "dnf ($arch): 'dnf install mod_proxy_wstunnel' from packaging/mod_proxy_wstunnel.repo pulls $(basename "$p") and the httpd $fv it needs"
+                else
+                    bad "dnf ($arch): install from the repository failed: $(echo $out | head -c 400)"
+                fi
+            elif [ $rc != 0 ] && echo "$out" | grep -q 'httpd-mmn'; then
+                ok "dnf ($arch): refuses it when only httpd $fv (the other ABI) is available"
+            else
+                bad "dnf ($arch): next to httpd $fv: rc=$rc $(echo $out | head -c 300)"
+            fi
+        done
+    done
+else
+    note "dnf not installed (apt-get install dnf): install from the repository with yum/dnf not tested"
+fi
+
 # ---- the source RPM -------------------------------------------------------
 srpms=$(ls "$RPM_DIR"/SRPMS/*.src.rpm 2>/dev/null)
 if [ "$(echo "$srpms" | grep -c .)" != 1 ]; then
@@ -344,7 +384,7 @@ else
         done
         [ -z "$missing" ] && ok "$label: carries the current C shim, contract header, exports.map, check-so.sh" \
             || bad "$label: differs from the tree or lacks:$missing"
-        for a in $arches; do
+        for a in ${RPM_CORES:-$(ls "$d/core")}; do
             ar=$d/core/$a/libwstunnel_core.a
             [ -f "$ar" ] || { bad "$label: no core/$a/libwstunnel_core.a"; continue; }
             h=$(readelf -h "$ar" 2>/dev/null | awk -F: '$1 ~ /Class|Machine/ {gsub(/^ +/, "", $2); print $2}' | sort -u | tr '\n' ' ')

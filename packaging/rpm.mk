@@ -16,7 +16,12 @@
 # and must agree with the headers it was built against.
 # Needs (Debian): rpm, rpm2cpio, createrepo-c, cpio, file, binutils.
 RPM_DIR      ?= $(BUILD)/rpm
-RPM_ARCHES   ?= x86_64 $(if $(wildcard $(I386_ROOT)/.wst-i386-stamp),i686)
+# i686 too when its setup exists and its headers (Debian's i386 httpd 2.4)
+# have the ABI of $(APXS): one repository, one httpd ABI.
+RPM_MMN      = $(shell awk '$$1 ~ /define$$/ && $$2 == "MODULE_MAGIC_NUMBER_MAJOR" {print $$3; exit}' $(1)/ap_mmn.h 2>/dev/null)
+RPM_ARCHES   ?= x86_64 $(if $(wildcard $(I386_ROOT)/.wst-i386-stamp),$(if $(filter $(call RPM_MMN,$(RPM_INC_x86_64)),$(call RPM_MMN,$(RPM_INC_i686))),i686))
+# The SRPM is ABI-neutral: it carries every Rust core there is.
+RPM_CORES    ?= x86_64 $(if $(wildcard $(I386_ROOT)/.wst-i386-stamp),i686)
 RPMBUILD     ?= rpmbuild
 CREATEREPO   ?= createrepo_c
 RPM_VERSION  := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -1)
@@ -78,7 +83,7 @@ rpm-bin: $(addprefix rpm-bin-,$(RPM_ARCHES))
 # the Rust core as prebuilt static archives (debug info stripped; they hold
 # no httpd code), with a note of how they were made.
 rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs/check-so.sh \
-          $(foreach a,$(RPM_ARCHES),$(RPM_CORE_$(a))) | rpm-tools
+          $(foreach a,$(RPM_CORES),$(RPM_CORE_$(a))) | rpm-tools
 	@set -e; top=$(CURDIR)/$(RPM_WORK)/src; st=$$top/stage/$(RPM_TARDIR); \
 	rm -rf $$top; mkdir -p $$st/c_shim/include $$st/apxs $$st/packaging $$top/SOURCES; \
 	cp -p $(SHIM_SRC) $(filter c_shim/%.h,$(filter-out c_shim/include/%,$(SHIM_HDR))) $$st/c_shim/; \
@@ -88,7 +93,7 @@ rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs
 	{ echo "Prebuilt Rust core of mod_proxy_wstunnel $(RPM_VERSION), made by 'make rpm'"; \
 	  echo "source: $$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock build.rs c_shim/include 2>/dev/null || echo ' (with uncommitted changes)')"; \
 	  echo "profile: release (panic=abort, lto), no_std; debug info stripped"; } > $$st/core-BUILD-INFO; \
-	for a in $(RPM_ARCHES); do \
+	for a in $(RPM_CORES); do \
 	    case $$a in x86_64) src=$(CORE); rc="$$(rustc -V 2>/dev/null)";; i686) src=$(I686_CORE); rc="$$($(I686_RUSTC) -V 2>/dev/null)";; esac; \
 	    mkdir -p $$st/core/$$a; cp $$src $$st/core/$$a/libwstunnel_core.a; \
 	    strip --strip-debug $$st/core/$$a/libwstunnel_core.a; \
@@ -101,7 +106,7 @@ rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs
 	$(RPMBUILD) -bs --quiet --nodeps --define "_topdir $$top" --define 'wst_mmn 0' $(RPM_DEFINES) $(RPM_SPEC) \
 	    > $$top/rpmbuild.log 2>&1 || { cat $$top/rpmbuild.log; exit 1; }; \
 	mkdir -p $(RPM_DIR)/SRPMS; rm -f $(RPM_DIR)/SRPMS/*.rpm; mv $$top/SRPMS/*.src.rpm $(RPM_DIR)/SRPMS/; \
-	echo "built $$(ls $(RPM_DIR)/SRPMS/*.src.rpm) (cores: $(RPM_ARCHES))"
+	echo "built $$(ls $(RPM_DIR)/SRPMS/*.src.rpm) (cores: $(RPM_CORES))"
 
 # A yum/dnf repository of the binary RPMs. gzip XML and bzip2 sqlite: what
 # EL6's yum reads (no zstd, no zchunk).
@@ -112,7 +117,7 @@ rpm-repo: rpm-bin rpm-srpm
 	echo "repository $$repo: $$(ls $$repo/Packages | tr '\n' ' ')"
 
 rpm-check:
-	RPM_DIR=$(RPM_DIR) RPM_ARCHES="$(RPM_ARCHES)" SO=$(SO) I686_SO=$(I686_SO) APXS=$(APXS) HTTPD=$(HTTPD) \
+	RPM_DIR=$(RPM_DIR) RPM_ARCHES="$(RPM_ARCHES)" RPM_CORES="$(RPM_CORES)" SO=$(SO) I686_SO=$(I686_SO) APXS=$(APXS) HTTPD=$(HTTPD) \
 	    bash packaging/check-rpm.sh
 
 rpm-clean:
