@@ -5,6 +5,7 @@
 //! * [`client`]: raw TCP/TLS client and WebSocket client with full control over the request bytes.
 //! * [`pki`]: a throw-away CA and server certificate for 127.0.0.1/localhost.
 //! * [`ws`]: WebSocket frame and handshake helpers shared by the clients and `wst-echo`.
+//! * [`h2ws`]: WebSocket over HTTP/2 (RFC 8441 extended CONNECT) client.
 //! * [`procfs`]: memory, descriptors and TCP states of httpd's processes from /proc.
 //!
 //! Every network operation has a timeout ([`IO_TIMEOUT`]) so that no test can hang, whatever
@@ -12,8 +13,11 @@
 
 pub mod backend;
 pub mod client;
+pub mod faults;
+pub mod h2ws;
 pub mod httpd;
 pub mod net;
+pub mod observe;
 pub mod pki;
 pub mod procfs;
 pub mod ws;
