@@ -211,7 +211,13 @@ $moddir/$sofile"
         cmp -s "$built" "$x$moddir/$sofile" && ok "$label: payload is byte-identical to $built" \
             || bad "$label: payload differs from $built (stale package? make rpm)"
     fi
-    sh apxs/check-so.sh "$x$moddir/$sofile" | sed "s|$x||"
+    # check-so.sh's glibc <= 2.12 rule is EL6's: for an httpd 2.4 package
+    # (built on EL7+ from the SRPM, say) a newer glibc symbol is a note.
+    if [ "$abi" = httpd24 ]; then
+        sh apxs/check-so.sh "$x$moddir/$sofile" | sed -e "s|$x||" -e 's/^FAIL \(.* needs GLIBC_.*\)/note \1 (an EL6-only rule)/'
+    else
+        sh apxs/check-so.sh "$x$moddir/$sofile" | sed "s|$x||"
+    fi
     grep -Eq "^[[:space:]]*LoadModule[[:space:]]+proxy_wstunnel_module[[:space:]]+modules/$sofile[[:space:]]*$" "$x$confdir/$conffile" \
         && ok "$label: $conffile has 'LoadModule proxy_wstunnel_module modules/$sofile'" \
         || bad "$label: $conffile lacks the LoadModule line for modules/$sofile"

@@ -100,7 +100,8 @@ rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs
 	    echo "core/$$a/libwstunnel_core.a: $$rc; sha256 $$(sha256sum < $$st/core/$$a/libwstunnel_core.a | cut -c1-64)" >> $$st/core-BUILD-INFO; \
 	done; \
 	epoch=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
-	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$$epoch -C $$top/stage -cf - $(RPM_TARDIR) \
+	sort=$$(tar --sort=name -cf /dev/null /dev/null 2>/dev/null && echo --sort=name); \
+	tar $$sort --owner=0 --group=0 --numeric-owner --mtime=@$$epoch -C $$top/stage -cf - $(RPM_TARDIR) \
 	    | gzip -n -9 > $$top/SOURCES/$(RPM_TARDIR).tar.gz; \
 	cp -p $(RPM_EXTRA) $$top/SOURCES/; \
 	$(RPMBUILD) -bs --quiet --nodeps --define "_topdir $$top" --define 'wst_mmn 0' $(RPM_DEFINES) $(RPM_SPEC) \
@@ -113,7 +114,8 @@ rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs
 rpm-repo: rpm-bin rpm-srpm
 	@set -e; repo=$(RPM_DIR)/repo; rm -rf $$repo; mkdir -p $$repo/Packages; \
 	for a in $(RPM_ARCHES); do cp -p $(RPM_DIR)/$$a/*.rpm $$repo/Packages/; done; \
-	$(CREATEREPO) --quiet --checksum=sha256 --general-compress-type=gz --compress-type=bz2 --database $$repo; \
+	gz=$$($(CREATEREPO) --help 2>&1 | grep -q general-compress-type && echo --general-compress-type=gz); \
+	$(CREATEREPO) --quiet --checksum=sha256 $$gz --compress-type=bz2 --database $$repo; \
 	echo "repository $$repo: $$(ls $$repo/Packages | tr '\n' ' ')"
 
 rpm-check:
