@@ -269,6 +269,20 @@ fn upgrade_on_root_http_route_tunnels_upgrades_and_leaves_plain_requests_to_prox
         assert_eq!(served_by_us(&h, &format!("{base}{p}")), 0, "{p}");
     }
 
+    // Upgrades to other protocols stay mod_proxy_http's business (which does not pass h2c on).
+    let req = UpgradeRequest::plain_get("/h2c", &t.host)
+        .header("Connection", "Upgrade, HTTP2-Settings, close")
+        .header("Upgrade", "h2c")
+        .header("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA");
+    let r = wst_e2e::client::http_request(&t, &req).unwrap();
+    assert_eq!(
+        (r.status, r.body_str()),
+        (200, "plain GET /h2c\n".to_string()),
+        "{}",
+        r.head
+    );
+    assert_eq!(served_by_us(&h, &format!("{base}/h2c")), 0);
+
     // SockJS-style: polling, then an upgrade on the same (keep-alive) client connection.
     let mut c = RawClient::connect(&t).unwrap();
     c.send(&UpgradeRequest::plain_get("/info", &t.host).to_bytes())
@@ -1224,10 +1238,20 @@ fn notes_client_closes_first() {
     let b = WstEcho::start();
     let h = notes_httpd(&b);
     let t = h.target();
-    let mut c = raw_tunnel(&t, "/ws/echo/client-first");
-    let mut sent = 0u64;
-    let mut expect_back = 0u64;
+    // The first frame goes in the same write as the upgrade request (it waits in httpd's
+    // input filters until the tunnel starts, and must be counted too).
+    let req = UpgradeRequest::new("/ws/echo/client-first", &t.host, Browser::Firefox);
+    let first = client_frame(OP_TEXT, b"pipelined");
+    let mut bytes = req.to_bytes();
+    bytes.extend_from_slice(&first);
+    let mut c = RawClient::connect(&t).unwrap();
+    c.send(&bytes).unwrap();
     let t0 = Instant::now();
+    check_101(&req, &c.read_head().unwrap()).unwrap();
+    let back = server_frame(OP_TEXT, b"pipelined");
+    assert_eq!(c.read_exact_bytes(back.len()).unwrap(), back);
+    let mut sent = first.len() as u64;
+    let mut expect_back = back.len() as u64;
     for (i, n) in [5usize, 300, 70_000].into_iter().enumerate() {
         let p = binary_payload(n, i as u8);
         let f = client_frame(OP_BINARY, &p);
