@@ -510,11 +510,21 @@ fn origin_cases(
     backend_prefix: &str,
     cases: &[(String, Option<String>, bool)],
 ) {
-    let t = h.target();
+    origin_cases_on(h, &h.target(), b, path_prefix, backend_prefix, cases);
+}
+
+fn origin_cases_on(
+    h: &Httpd,
+    t: &Target,
+    b: &WstEcho,
+    path_prefix: &str,
+    backend_prefix: &str,
+    cases: &[(String, Option<String>, bool)],
+) {
     for (i, (host, origin, allowed)) in cases.iter().enumerate() {
         let path = format!("{path_prefix}case{i}/echo");
         let backend_path = format!("{backend_prefix}case{i}/echo");
-        let got = upgrade_with_origin(&t, &path, host, origin.as_deref());
+        let got = upgrade_with_origin(t, &path, host, origin.as_deref());
         match (allowed, got) {
             (true, Ok(())) => {
                 assert_eq!(backend_got(b, &backend_path), 1, "{path}");
@@ -1472,4 +1482,204 @@ ProxyWebsocketAllowOrigin *
     if let Err(msg) = start_result(good) {
         panic!("valid configuration refused:\n{msg}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots, failures, TLS
+// ---------------------------------------------------------------------------------------------
+
+/// Every way an upgrade can fail gives its slot back: with a cap of 1, a relayed 404, an
+/// unreachable backend, an invalid 101 and a refused Origin each leave room for the next
+/// tunnel. And WebSocketTunnelsTotal ("opened since start") counts the tunnels that opened.
+#[test]
+fn max_tunnels_slot_given_back_after_failed_upgrades() {
+    if !ours() || !need_module("status") {
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .module("status")
+        .log_level("warn")
+        .var("BACKEND_PORT", b.port())
+        .var("DEAD_PORT", wst_e2e::net::closed_port())
+        .config(
+            r#"
+<Location /server-status>
+    SetHandler server-status
+</Location>
+ProxyWebsocketMaxTunnels 1
+ProxyWebsocketAllowOrigin same
+ProxyPass /dead/ ws://127.0.0.1:{DEAD_PORT}/
+ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
+"#,
+        )
+        .start();
+    let t = h.target();
+    let failures: [(&str, Option<&str>, u16); 5] = [
+        ("/ws/status/404", None, 404),
+        ("/dead/echo", None, 503),
+        ("/ws/bad-accept", None, 502),
+        ("/ws/no-upgrade-101", None, 502),
+        ("/ws/echo", Some("https://evil.example"), 403),
+    ];
+    let mut opened = 0;
+    for (path, origin, want) in failures {
+        let mut req = UpgradeRequest::new(path, &t.host, Browser::Chrome);
+        if let Some(o) = origin {
+            req = req.set("Origin", o);
+        }
+        let (mut r, mut c) = try_upgrade(&t, &req).unwrap();
+        assert_eq!(r.status, want, "{path}:\n{}", r.head);
+        let _ = c.read_body(&mut r, false);
+        drop(c);
+        let (mut ws, n) = tunnel_when_allowed(&t, "/ws/echo");
+        opened += 1;
+        eprintln!("after {path} ({want}): tunnel admitted after {n} attempt(s)");
+        assert_eq!(
+            roundtrip(&mut ws, Message::text(path)).unwrap(),
+            Message::text(path)
+        );
+        close(&mut ws);
+        drop(ws);
+        let mut last = (0, 0, 0);
+        assert!(
+            wst_e2e::wait_for(WAIT, || {
+                last = counts(&t);
+                (last.0 == 0).then_some(())
+            })
+            .is_some(),
+            "after {path}: open count {last:?}"
+        );
+    }
+    let (open, total, refused) = counts(&t);
+    assert_eq!((open, refused), (0, 0));
+    assert_eq!(
+        total, opened,
+        "WebSocketTunnelsTotal counts {total} tunnels opened, but {opened} were (the other \
+         upgrades failed before any tunnel existed)"
+    );
+}
+
+/// A prefork child that dies with a tunnel open (a crash, kill -9) must not hold its slot
+/// forever: the count is of open tunnels, and a dead process has none.
+#[test]
+fn max_tunnels_count_recovers_when_a_child_dies() {
+    if !ours() || !need_module("status") {
+        return;
+    }
+    if !Httpd::flavor().supports_mpm("prefork") {
+        eprintln!("SKIP: this httpd cannot run the prefork MPM");
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .mpm("prefork")
+        .module("status")
+        .var("BACKEND_PORT", b.port())
+        .config(SEVERAL_CHILDREN)
+        .config(STATUS)
+        .start();
+    let t = h.target();
+    let mut a = open_tunnel(&t, "/ws/echo", 0);
+    let mut victim = open_tunnel(&t, "/ws/echo", 1);
+    assert_eq!(counts(&t).0, 2);
+    let pid = serving_child(&h, local_port(victim.get_ref())).expect("serving child");
+    // SAFETY: kill only sends SIGKILL to a child of the httpd this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert!(
+        victim.read().is_err(),
+        "the killed child's tunnel still answers"
+    );
+    drop(victim);
+    let mut last = (0, 0, 0);
+    let recovered = wst_e2e::wait_for(WAIT, || {
+        last = counts(&t);
+        (last.0 == 1).then_some(())
+    });
+    let next = retry(WAIT, Duration::from_millis(200), || {
+        let req = UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome);
+        let (r, c) = try_upgrade(&t, &req).ok()?;
+        (r.status == 101).then(|| c.into_websocket())
+    })
+    .0;
+    assert!(
+        recovered.is_some() && next.is_some(),
+        "{WAIT:?} after child {pid} was killed with a tunnel open: (open, total, refused) = \
+         {last:?}, new tunnel admitted: {}",
+        next.is_some()
+    );
+    let mut next = next.unwrap();
+    assert_eq!(
+        roundtrip(&mut next, Message::text("next")).unwrap(),
+        Message::text("next")
+    );
+    close(&mut next);
+    close(&mut a);
+}
+
+/// On a TLS front: `same` compares with the https default port, and the notes count the
+/// plaintext frame bytes that went through mod_ssl.
+#[test]
+fn origin_same_and_notes_on_tls_front() {
+    if !ours() || !need_ssl() {
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .module("ssl")
+        .listen("TLS_PORT")
+        .log_level("warn")
+        .var("BACKEND_PORT", b.port())
+        .config(
+            r#"
+LogFormat "%{wstunnel-client-bytes}n|%{wstunnel-backend-bytes}n|%{wstunnel-duration-ms}n|%{wstunnel-closed-first}n|%{wstunnel-end}n|%>s|%r" wstnotes
+CustomLog "{DIR}/logs/notes.log" wstnotes
+<VirtualHost 127.0.0.1:{TLS_PORT}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile "{CERT}"
+    SSLCertificateKeyFile "{KEY}"
+    ProxyWebsocketAllowOrigin same
+    ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
+</VirtualHost>
+"#,
+        )
+        .start();
+    let tp = h.port_of("TLS_PORT");
+    let t = h.tls_target(tp);
+    let with_port = format!("localhost:{tp}");
+    let cases = vec![
+        (
+            with_port.clone(),
+            Some(format!("https://localhost:{tp}")),
+            true,
+        ),
+        (s("localhost"), Some(s("https://localhost")), true),
+        (s("localhost:443"), Some(s("https://localhost")), true),
+        (s("localhost"), Some(s("http://localhost")), false),
+        (with_port.clone(), Some(s("https://localhost")), false),
+        (with_port.clone(), Some(s("https://evil.example")), false),
+    ];
+    origin_cases_on(&h, &t, &b, "/ws/", "/", &cases);
+
+    let mut c = raw_tunnel(&t, "/ws/echo/tls-notes");
+    let mut sent = 0;
+    let mut back = 0;
+    for (i, n) in [10usize, 40_000].into_iter().enumerate() {
+        let p = binary_payload(n, i as u8);
+        let f = client_frame(OP_BINARY, &p);
+        sent += f.len();
+        c.send(&f).unwrap();
+        let want = server_frame(OP_BINARY, &p);
+        back += want.len();
+        assert_eq!(c.read_exact_bytes(want.len()).unwrap(), want);
+    }
+    c.shutdown_write().unwrap();
+    let (rest, end) = c.read_until_close(WAIT);
+    assert!(rest.is_empty() && end == End::Eof, "{rest:?} {end:?}");
+    let n = notes_for(&h, "/ws/echo/tls-notes");
+    assert_eq!(n.client_bytes, sent.to_string(), "{n:?}");
+    assert_eq!(n.backend_bytes, back.to_string(), "{n:?}");
+    assert_eq!(n.closed_first, "client", "{n:?}");
+    assert_eq!(n.end, "closed", "{n:?}");
 }
