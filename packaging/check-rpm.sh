@@ -106,14 +106,18 @@ new_root() { # dir -> an empty rpm database there
     rm -rf "$1"; mkdir -p "$1"
     rpm --root "$1" --dbpath /var/lib/rpm --initdb
 }
-rpmr() { local r=$1; shift; rpm --root "$r" --dbpath /var/lib/rpm --nosignature "$@"; }
+# Debian's rpm warns "use Alien instead" on installs unless told it is meant.
+rpm_deb=$(rpm --help 2>/dev/null | grep -q -- --force-debian && echo --force-debian)
+rpmr() { local r=$1; shift; rpm --root "$r" --dbpath /var/lib/rpm --nosignature $rpm_deb "$@"; }
 
 # ---- httpd -t with the packaged module and conf file ------------------------
 load_test() { # label abi arch path-of-.so path-of-conf-file
     local label=$1 abi=$2 arch=$3 so=$4 conf=$5 sofile=${4##*/} httpd apxs libexec mmn t out
     if [ "$arch" = x86_64 ]; then httpd=${HTTPD:-}; apxs=${APXS:-apxs}
     else httpd=${HTTPD_I686:-build/i386-root/wst-httpd}; apxs=${APXS_I686:-build/i386-root/wst-apxs}; fi
-    [ -n "$httpd" ] && [ -x "$httpd" ] || { note "$label: no $arch httpd to load it into (HTTPD${arch/x86_64/}${arch/i686/_I686})"; return; }
+    if [ -z "$httpd" ] || [ ! -x "$httpd" ]; then
+        note "$label: no $arch httpd to load it into ($([ "$arch" = x86_64 ] && echo HTTPD || echo HTTPD_I686) unset)"; return
+    fi
     mmn=$("$httpd" -V 2>/dev/null | sed -n 's/.*Module Magic Number: *\([0-9]*\).*/\1/p')
     case $abi:$mmn in
         httpd22:20051115|httpd24:20120211) ;;
@@ -187,7 +191,7 @@ check_binary() { # pkg expected-arch built-so(optional) label
     else sofile=mod_proxy_wstunnel_rs.so; confdir=/etc/httpd/conf.modules.d; conffile=00-proxy-wstunnel-rs.conf; fi
     ok "$label: payload module record: MMN $mmn:$minor, cookie $cookie ($abi)"
     case $rel in
-        1.$abi|1.$abi.*) ok "$label: Release $rel names the httpd ABI" ;;
+        [0-9]*.$abi|[0-9]*.$abi.*) ok "$label: Release $rel names the httpd ABI" ;;
         *) bad "$label: Release $rel does not say $abi" ;;
     esac
 
@@ -367,7 +371,7 @@ srpms=$(ls "$RPM_DIR"/SRPMS/*.src.rpm 2>/dev/null)
 if [ "$(echo "$srpms" | grep -c .)" != 1 ]; then
     bad "SRPMS: expected one source RPM in $RPM_DIR/SRPMS, found '$(echo $srpms)'"
 else
-    s=$srpms; label=$(basename "$s")
+    s=$(cd "$(dirname "$srpms")" && pwd)/$(basename "$srpms"); label=$(basename "$s")
     [ "$label" = "mod_proxy_wstunnel-$version-1.src.rpm" ] && ok "$label: named for no particular httpd" || bad "$label: expected mod_proxy_wstunnel-$version-1.src.rpm"
     [ "$(rpmq --qf '%{PAYLOADCOMPRESSOR}' "$s")" = gzip ] && ok "$label: gzip payload" || bad "$label: payload not gzip"
     reqs=$(rpmq --requires "$s")
@@ -380,7 +384,7 @@ else
     echo "$reqs" | grep -qx 'httpd-devel >= 2.2.15' && ! echo "$reqs" | grep -Eqi 'cargo|rust|clang' \
         && ok "$label: BuildRequires $br(no Rust)" || bad "$label: BuildRequires $br"
     sx=$tmp/srpm; mkdir -p "$sx"
-    (cd "$sx" && rpm2cpio "$OLDPWD/$s" | cpio -idm --quiet 2>/dev/null)
+    (cd "$sx" && rpm2cpio "$s" | cpio -idm --quiet 2>/dev/null)
     tarball=$sx/mod_proxy_wstunnel-$version.tar.gz
     if [ -f "$tarball" ] && tar -xzf "$tarball" -C "$sx"; then
         d=$sx/mod_proxy_wstunnel-$version
