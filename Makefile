@@ -5,6 +5,9 @@
 #   make test          unit tests, glibc check, and the end-to-end suite (real httpd)
 #   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
+#   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it)
+#   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)
+#   make rpm-check     packaging/check-rpm.sh on them
 #
 APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || echo apxs)
 CARGO ?= cargo
@@ -65,3 +68,4 @@ clean:
 	rm -rf $(BUILD) target tests/e2e/target
 
 include scripts/i686.mk
+include packaging/rpm.mk

@@ -26,6 +26,8 @@ step "i686 build and its static checks" make --no-print-directory i686
 step "end-to-end suite, i686 module in a 32-bit httpd 2.4" env -C tests/e2e \
     WST_MODULE="$PWD/build/i686/mod_proxy_wstunnel.so" HTTPD="$PWD/build/i386-root/wst-httpd" \
     APXS="$PWD/build/i386-root/wst-apxs" $CARGO test --release --no-fail-fast -- --test-threads=2
+step "RPM packages (make rpm) and packaging/check-rpm.sh" make --no-print-directory rpm rpm-check \
+    APXS="$APXS" HTTPD="$HTTPD"
 
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
