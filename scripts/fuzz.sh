@@ -50,6 +50,9 @@ if [ "$FUZZ_SECS" -gt 0 ]; then
     echo "==> fuzz: building the targets"
     cargo fuzz build -O >/tmp/fuzz-build.$$ 2>&1 || { tail -40 /tmp/fuzz-build.$$; echo "FAIL fuzz build"; exit 1; }
     rm -f /tmp/fuzz-build.$$
+    jobs=""
+    # More than one job: libFuzzer forks workers (their logs go to fuzz/target/).
+    [ "$FUZZ_JOBS" -gt 1 ] && jobs="-jobs=$FUZZ_JOBS -workers=$FUZZ_JOBS"
     printf '%-16s %12s %8s %8s %8s %6s  %s\n' target execs exec/s cov ft corpus result
     for t in "${targets[@]}"; do
         work=target/corpus-work/$t
@@ -60,7 +63,7 @@ if [ "$FUZZ_SECS" -gt 0 ]; then
         # tunnel is caught by the target itself, well before that).
         timeout $((FUZZ_SECS + 120)) cargo fuzz run -O "$t" "$work" "corpus/$t" -- \
             -max_total_time="$FUZZ_SECS" -dict=dict/http.dict -timeout=10 -rss_limit_mb=4096 \
-            -print_final_stats=1 -jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS" >"$log" 2>&1
+            -print_final_stats=1 $jobs >"$log" 2>&1
         rc=$?
         secs=$(( $(date +%s) - start ))
         execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | awk '{s+=$2} END {print s+0}')
