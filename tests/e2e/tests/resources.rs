@@ -50,7 +50,13 @@ fn backpressure(h: &Httpd, t: &Target, what: &str) {
     // Let every buffer on the way fill up (loopback moves hundreds of MiB/s, the socket
     // buffers hold a few tens of MiB at most).
     std::thread::sleep(Duration::from_secs(2));
-    let rss_filled = total_rss_kib(&h.child_pids());
+    let children_filled = h.child_pids();
+    let rss_filled = total_rss_kib(&children_filled);
+    assert!(
+        !children_filled.is_empty() && rss_filled > 0,
+        "{what}: no httpd child found with the buffers full (children {children_filled:?}):\n{}",
+        h.error_log()
+    );
     let mut max_rss = rss_filled;
     let sample_start = Instant::now();
     while sample_start.elapsed() < Duration::from_secs(5) {
@@ -124,6 +130,84 @@ fn stalled_client_does_not_grow_httpd_tls_front() {
         )
         .start();
     backpressure(&h, &h.tls_target(h.port_of("TLS_PORT")), "wss front");
+}
+
+/// The other direction: a client that pushes continuously to a backend that never reads
+/// (wst-echo's /stall). Once the buffers are full the client's writes must block (what it has
+/// written stops growing) and httpd's children must not grow.
+#[test]
+fn stalled_backend_does_not_grow_httpd() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config("ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n")
+        .start();
+    let t = h.target();
+    let req = UpgradeRequest::new("/ws/stall", &t.host, Browser::Chrome);
+    let mut c = RawClient::connect(&t).unwrap();
+    c.send(&req.to_bytes()).unwrap();
+    assert_eq!(c.read_head().unwrap().status, 101);
+    let rss_start = total_rss_kib(&h.child_pids());
+
+    let written = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let frame = ws::client_frame(OP_BINARY, &wst_e2e::binary_payload(MSG, 5));
+    let writer = {
+        let written = written.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Blocks once everything on the way is full; the write timeout (15 s) ends it
+            // after the test has looked.
+            while !stop.load(Ordering::Relaxed) {
+                if c.send(&frame).is_err() {
+                    break;
+                }
+                written.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            }
+            drop(c);
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let written_full = written.load(Ordering::Relaxed);
+    let children_full = h.child_pids();
+    let rss_full = total_rss_kib(&children_full);
+    assert!(
+        !children_full.is_empty() && rss_full > 0,
+        "no httpd child found with the buffers full (children {children_full:?}):\n{}",
+        h.error_log()
+    );
+    let mut max_rss = rss_full;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(250));
+        max_rss = max_rss.max(total_rss_kib(&h.child_pids()));
+    }
+    let written_end = written.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    eprintln!(
+        "stalled backend: client wrote {} KiB in 2 s, {} KiB more in the next 5 s; children RSS \
+         {rss_start} -> {rss_full} -> max {max_rss} KiB",
+        written_full / 1024,
+        (written_end - written_full) / 1024
+    );
+    assert!(
+        written_end - written_full < 1024 * 1024,
+        "the client could still write {} KiB in 5 s to a backend that does not read",
+        (written_end - written_full) / 1024
+    );
+    assert!(
+        written_full > 256 * 1024,
+        "the client wrote only {written_full} bytes before blocking"
+    );
+    assert!(
+        max_rss.saturating_sub(rss_full) < 8 * 1024,
+        "httpd's children grew by {} KiB in 5 s while the backend did not read",
+        max_rss.saturating_sub(rss_full)
+    );
+    drop(h); // ends the tunnel, so the writer's blocked send fails
+    let _ = writer.join();
 }
 
 // ---------------------------------------------------------------------------------------------

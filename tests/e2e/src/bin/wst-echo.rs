@@ -17,7 +17,8 @@
 //!   `/headers` (one text message with the request head, then echo), `/flood[/<bytes>]`
 //!   (binary messages 0, 1, 2... of 16 KiB or <bytes> each, forever: see
 //!   `wst_e2e::flood_message`), `/bye` (text "bye", a close frame, FIN, then wait for EOF),
-//!   `/drop` (text "bye", then close(2) without a close frame), anything else: echo.
+//!   `/drop` (text "bye", then close(2) without a close frame), `/stall` (never reads after
+//!   the 101), anything else: echo.
 //!   No Sec-WebSocket-Key: 400.
 //! * Plain requests: `/headers`: 200 with the request head as body; else 200
 //!   `plain <METHOD> <path>`.
@@ -497,6 +498,14 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
                 }
                 i += 1;
             }
+        }
+        if path.contains("/stall") {
+            // 101, then never read: the client's data piles up in the buffers on the way.
+            c.write_all(good_101.as_bytes())?;
+            c.flush()?;
+            log(&format!("#{id} stall: not reading"));
+            std::thread::sleep(Duration::from_secs(60));
+            return Ok(());
         }
         if path.contains("/bye") {
             // The backend ends the conversation: one text message "bye", a close frame
