@@ -122,6 +122,8 @@ ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
 ProxyPass /http/ http://127.0.0.1:{BACKEND_PORT}/
 ProxyPass /wsraw/ ws://127.0.0.1:{BACKEND_PORT}/ nocanon
 ProxyPass /httpraw/ http://127.0.0.1:{BACKEND_PORT}/ nocanon
+ProxyPassMatch ^/wsm/([^/]*)/(.*)$ ws://127.0.0.1:{BACKEND_PORT}/m/$2?q=$1
+ProxyPassMatch ^/httpm/([^/]*)/(.*)$ http://127.0.0.1:{BACKEND_PORT}/m/$2?q=$1
 "#;
 
 /// Percent-encoded paths and queries through a plain ProxyPass: canonicalised exactly as
@@ -167,6 +169,28 @@ fn canonical_path_and_query_match_proxy_http() {
             case(b"a%2Fb", None),
             // encoded NUL in the path: refused (404/400), never forwarded
             case(b"a%00b", None),
+        ],
+    );
+}
+
+/// ProxyPassMatch with back-references (decoded) placed in the path and after a `?`: the
+/// whole substitution is canonicalised as a path (the `?` becomes %3F), as mod_proxy_http does.
+#[test]
+fn proxypassmatch_backreferences_match_proxy_http() {
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config(ROUTES)
+        .start();
+    compare(
+        &h,
+        &b,
+        "/wsm/",
+        "/httpm/",
+        &[
+            case(b"a%20b/c%41d", None),
+            case(b"k%3Dv%26x/p?real=1", None),
+            case(b"%C3%A9/x", None),
         ],
     );
 }

@@ -166,3 +166,26 @@ fn fallback_on_in_a_location_only() {
         "/viahttp/ not tunnelled by mod_proxy_http:\n{log}"
     );
 }
+
+/// `On` but mod_proxy_http not loaded: nothing to hand over to, so this module serves.
+#[test]
+fn fallback_on_without_proxy_http_is_served_by_this_module() {
+    if Httpd::flavor().wst_is_stock {
+        eprintln!("SKIP: this module's behaviour");
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .no_fallback_directive()
+        .without_module("proxy_http")
+        .var("BACKEND_PORT", b.port())
+        .config(
+            "ProxyWebsocketFallbackToProxyHttp On\nProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n",
+        )
+        .start();
+    tunnel_works(&h);
+    assert!(
+        served_by_us(&h),
+        "no `serving URL` line from proxy_wstunnel"
+    );
+}
