@@ -1416,6 +1416,23 @@ fn notes_idle_end_and_no_notes_without_a_tunnel() {
 // Directive syntax and contexts
 // ---------------------------------------------------------------------------------------------
 
+/// `ProxyWebsocketAllowOrigin` without an origin must not load (and leave every origin
+/// allowed): httpd 2.4's core refuses an ITERATE directive without arguments, 2.2's calls the
+/// directive's function zero times and says nothing.
+#[test]
+fn allow_origin_without_arguments_is_a_syntax_error() {
+    if !ours() {
+        return;
+    }
+    match start_result("ProxyWebsocketAllowOrigin\n") {
+        Ok(_h) => panic!("httpd accepted a ProxyWebsocketAllowOrigin line without any origin"),
+        Err(msg) => assert!(
+            msg.contains("ProxyWebsocketAllowOrigin") && msg.contains("Syntax error"),
+            "the failure does not name ProxyWebsocketAllowOrigin:\n{msg}"
+        ),
+    }
+}
+
 /// Start an httpd with `snippet`; Err(the failure text) if it does not start.
 fn start_result(snippet: &str) -> Result<Httpd, String> {
     let snippet = snippet.to_string();
@@ -1450,7 +1467,6 @@ fn directive_syntax_and_contexts() {
         ),
         ("ProxyWebsocketMaxTunnels -1\n", "ProxyWebsocketMaxTunnels"),
         ("ProxyWebsocketUpgrade maybe\n", "ProxyWebsocketUpgrade"),
-        ("ProxyWebsocketAllowOrigin\n", "ProxyWebsocketAllowOrigin"),
     ];
     for (snippet, name) in bad {
         match start_result(snippet) {
@@ -1551,8 +1567,10 @@ ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
             "after {path}: open count {last:?}"
         );
     }
-    let (open, total, refused) = counts(&t);
-    assert_eq!((open, refused), (0, 0));
+    // (Refusals may have happened: a client can read the end of a failed upgrade's answer
+    // before httpd is done with that request and gives the slot back; the retries cover it.)
+    let (open, total, _refused) = counts(&t);
+    assert_eq!(open, 0);
     assert_eq!(
         total, opened,
         "WebSocketTunnelsTotal counts {total} tunnels opened, but {opened} were (the other \
@@ -1560,20 +1578,19 @@ ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
     );
 }
 
-/// A prefork child that dies with a tunnel open (a crash, kill -9) must not hold its slot
-/// forever: the count is of open tunnels, and a dead process has none.
-#[test]
-fn max_tunnels_count_recovers_when_a_child_dies() {
+/// A child that dies with tunnels open (a crash, kill -9) must not hold their slots forever:
+/// the count is of open tunnels, and a dead process has none.
+fn count_recovers_when_a_child_dies(mpm: &str) {
     if !ours() || !need_module("status") {
         return;
     }
-    if !Httpd::flavor().supports_mpm("prefork") {
-        eprintln!("SKIP: this httpd cannot run the prefork MPM");
+    if !Httpd::flavor().supports_mpm(mpm) {
+        eprintln!("SKIP: this httpd cannot run the {mpm} MPM");
         return;
     }
     let b = WstEcho::start();
     let h = Httpd::builder()
-        .mpm("prefork")
+        .mpm(mpm)
         .module("status")
         .var("BACKEND_PORT", b.port())
         .config(SEVERAL_CHILDREN)
@@ -1584,6 +1601,9 @@ fn max_tunnels_count_recovers_when_a_child_dies() {
     let mut victim = open_tunnel(&t, "/ws/echo", 1);
     assert_eq!(counts(&t).0, 2);
     let pid = serving_child(&h, local_port(victim.get_ref())).expect("serving child");
+    let a_pid = serving_child(&h, local_port(a.get_ref())).expect("serving child");
+    // Threaded MPMs: both tunnels may live in the killed process.
+    let survivors = u64::from(a_pid != pid);
     // SAFETY: kill only sends SIGKILL to a child of the httpd this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     assert!(
@@ -1594,7 +1614,7 @@ fn max_tunnels_count_recovers_when_a_child_dies() {
     let mut last = (0, 0, 0);
     let recovered = wst_e2e::wait_for(WAIT, || {
         last = counts(&t);
-        (last.0 == 1).then_some(())
+        (last.0 == survivors).then_some(())
     });
     let next = retry(WAIT, Duration::from_millis(200), || {
         let req = UpgradeRequest::new("/ws/echo", &t.host, Browser::Chrome);
@@ -1604,8 +1624,9 @@ fn max_tunnels_count_recovers_when_a_child_dies() {
     .0;
     assert!(
         recovered.is_some() && next.is_some(),
-        "{WAIT:?} after child {pid} was killed with a tunnel open: (open, total, refused) = \
-         {last:?}, new tunnel admitted: {}",
+        "{mpm}: {WAIT:?} after child {pid} was killed with {} tunnel(s) open: (open, total, \
+         refused) = {last:?} (want {survivors} open), new tunnel admitted: {}",
+        2 - survivors,
         next.is_some()
     );
     let mut next = next.unwrap();
@@ -1614,7 +1635,24 @@ fn max_tunnels_count_recovers_when_a_child_dies() {
         Message::text("next")
     );
     close(&mut next);
-    close(&mut a);
+    if survivors == 1 {
+        close(&mut a);
+    }
+}
+
+#[test]
+fn max_tunnels_count_recovers_when_a_prefork_child_dies() {
+    count_recovers_when_a_child_dies("prefork");
+}
+
+#[test]
+fn max_tunnels_count_recovers_when_a_worker_child_dies() {
+    count_recovers_when_a_child_dies("worker");
+}
+
+#[test]
+fn max_tunnels_count_recovers_when_an_event_child_dies() {
+    count_recovers_when_a_child_dies("event");
 }
 
 /// On a TLS front: `same` compares with the https default port, and the notes count the
