@@ -274,3 +274,27 @@ fn wss_backend_without_sslproxyengine_is_500_with_hint() {
         b.requests()
     );
 }
+
+/// A wss:// backend with no mod_ssl loaded at all: the same 500 and hint.
+#[test]
+fn wss_backend_without_mod_ssl_is_500_with_hint() {
+    let pki = Pki::generate();
+    let b = WstEcho::start_tls(&pki);
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config("ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/\n")
+        .start();
+    let t = h.target();
+    let mut c = RawClient::connect(&t).unwrap();
+    c.send(&UpgradeRequest::new("/ws/echo", &t.host, Browser::Firefox).to_bytes())
+        .unwrap();
+    let r = c.read_head().unwrap();
+    assert_eq!(r.status, 500, "{}", r.head);
+    assert!(
+        h.error_log().lines().any(|l| l.contains(":error]")
+            && (l.contains("SSLProxyEngine") || l.contains("SSL Proxy requested"))),
+        "no error line mentioning SSLProxyEngine:\n{}",
+        h.error_log()
+    );
+    assert!(b.requests().is_empty(), "{:?}", b.requests());
+}

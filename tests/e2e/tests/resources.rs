@@ -431,3 +431,39 @@ fn no_close_wait_after_half_closes() {
     }
     assert_back_to_baseline(&h, &base, "after 10 half-closed tunnels");
 }
+
+/// The same with mod_ssl on both sides (wss:// client, wss:// backend: both endpoints filtered).
+#[test]
+fn stalled_client_does_not_grow_httpd_tls_both_sides() {
+    if !Httpd::flavor().has_module("ssl") {
+        eprintln!("SKIP: no mod_ssl");
+        return;
+    }
+    let pki = Pki::generate();
+    let b = WstEcho::start_tls(&pki);
+    let h = Httpd::builder()
+        .module("ssl")
+        .pki(&pki)
+        .listen("TLS_PORT")
+        .var("BACKEND_PORT", b.port())
+        .config(
+            r#"
+<VirtualHost 127.0.0.1:{TLS_PORT}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile "{CERT}"
+    SSLCertificateKeyFile "{KEY}"
+    SSLProxyEngine on
+    SSLProxyVerify require
+    SSLProxyCACertificateFile "{CA}"
+    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
+</VirtualHost>
+"#,
+        )
+        .start();
+    backpressure(
+        &h,
+        &h.tls_target(h.port_of("TLS_PORT")),
+        "wss front, wss backend",
+    );
+}
