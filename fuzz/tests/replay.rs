@@ -33,4 +33,4 @@ macro_rules! replay_tests {
     )*};
 }
 
-replay_tests!(check_request, build_request, parse_response, chunked, tunnel, handshake_ffi);
+replay_tests!(check_request, build_request, parse_response, chunked, tunnel, handshake_ffi, frames);

@@ -4,6 +4,7 @@
 pub mod build_request;
 pub mod check_request;
 pub mod chunked;
+pub mod frames;
 pub mod handshake_ffi;
 pub mod parse_response;
 pub mod tunnel;
