@@ -578,6 +578,25 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
 #if WST_HAVE_WORKER_UPGRADE
     worker_upgrade = worker->s->upgrade;
 #endif
+#if WST_HAVE_CONN_MASTER
+    if (r->connection->master && apr_table_get(r->headers_in, "Upgrade")) {
+        /* An HTTP/2 stream (RFC 8441): its socket is the whole h2
+         * connection's, which this module must not poll or write. Decided
+         * before the HTTP/1.1 upgrade checks: mod_http2 turns the extended
+         * CONNECT into a GET + Upgrade carrying "Transfer-Encoding: chunked"
+         * (the stream stays open for data), which those checks refuse. */
+        if (wst_proxy_http_serves_ws()) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(015)
+                          "WebSocket over HTTP/2: %s handed to "
+                          "mod_proxy_http", url);
+            return DECLINED;
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(016)
+                      "WebSocket over HTTP/2 is not supported by this module "
+                      "without mod_proxy_http: %s", url);
+        return HTTP_NOT_IMPLEMENTED;
+    }
+#endif
     headers = wst_request_headers(r, &n_headers);
     memset(&check, 0, sizeof(check));
     if (wst_check_request(wst_s(r->method), r->proto_num, headers, n_headers,
@@ -614,22 +633,6 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         return HTTP_BAD_REQUEST;
     }
 
-#if WST_HAVE_CONN_MASTER
-    if (r->connection->master) {
-        /* An HTTP/2 stream (RFC 8441): its socket is the whole h2
-         * connection's, which this module must not poll or write. */
-        if (wst_proxy_http_serves_ws()) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(015)
-                          "WebSocket over HTTP/2: %s handed to "
-                          "mod_proxy_http", url);
-            return DECLINED;
-        }
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(016)
-                      "WebSocket over HTTP/2 is not supported by this module "
-                      "without mod_proxy_http: %s", url);
-        return HTTP_NOT_IMPLEMENTED;
-    }
-#endif
 
     if (dconf->allow_origins && dconf->allow_origins->nelts) {
         const char *origin = apr_table_get(r->headers_in, "Origin");
