@@ -311,14 +311,6 @@ static int wst_add_forwarded(request_rec *r, proxy_server_conf *conf)
 #endif
 }
 
-static wst_str wst_s(const char *s)
-{
-    wst_str out;
-    out.ptr = s ? s : "";
-    out.len = s ? strlen(s) : 0;
-    return out;
-}
-
 /* Per-tunnel figures as request notes, for LogFormat's %{...}n. */
 static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                           apr_interval_time_t duration)
@@ -472,6 +464,7 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     ap_send_interim_response(r, 1);
     r->sent_bodyct = 1;
 
+    wst_tunnel_started();
     started = apr_time_now();
     wst_run_tunnel(r, backend, buf + resp->header_len, len - resp->header_len,
                    &stats);
@@ -646,11 +639,6 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                           "for %s", origin, url);
             return HTTP_FORBIDDEN;
         }
-    }
-
-    status = wst_tunnel_admit(r);
-    if (status != OK) {
-        return status;
     }
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(02451)

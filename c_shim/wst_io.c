@@ -10,7 +10,15 @@
 #include "wst_shim.h"
 #include "ap_mpm.h"
 #include "apr_optional.h"
+#include <sys/mman.h>
 
+#ifndef MAP_ANONYMOUS
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+
+/* Per direction. Raw-to-raw tunnels splice and touch their buffers only for
+ * what httpd's filters had already read; filtered ones (TLS) read and write
+ * up to this much at a time. */
 #define WST_TUNNEL_BUF (64 * 1024)
 #define WST_TICK_MS 250
 
@@ -178,6 +186,28 @@ static int wst_should_stop(void *vctx)
     return 0;
 }
 
+static apr_status_t wst_unmap_buffer(void *buf)
+{
+    munmap(buf, WST_TUNNEL_BUF);
+    return APR_SUCCESS;
+}
+
+/* A tunnel buffer in an anonymous mapping of its own, unmapped with the
+ * pool: its pages take memory only once bytes pass through them, so an idle
+ * tunnel, or a spliced one, holds no resident memory for its buffers (pool
+ * memory would be recycled, already-touched memory). The pool if mmap fails. */
+static unsigned char *wst_tunnel_buffer(apr_pool_t *p)
+{
+    void *m = mmap(NULL, WST_TUNNEL_BUF, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (m == MAP_FAILED) {
+        return apr_palloc(p, WST_TUNNEL_BUF);
+    }
+    apr_pool_cleanup_register(p, m, wst_unmap_buffer, apr_pool_cleanup_null);
+    return m;
+}
+
 static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
                               const char *name, wst_endpoint_ctx *ctx,
                               wst_endpoint *ep)
@@ -198,7 +228,7 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
     ep->raw = wst_is_raw(r, c, name);
     ep->ctx = ctx;
     ep->ops = &wst_filter_ops;
-    ep->buf = apr_palloc(r->pool, WST_TUNNEL_BUF);
+    ep->buf = wst_tunnel_buffer(r->pool);
     ep->buf_cap = WST_TUNNEL_BUF;
     ep->buf_len = 0;
 }

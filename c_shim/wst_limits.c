@@ -11,16 +11,30 @@
 #include "apr_atomic.h"
 #include "mod_status.h"
 
+#include "ap_mpm.h"
+#include <signal.h>
+#include <errno.h>
+
 #define WST_SHM_KEY "wstunnel-counters"
 
+/* What each child holds, so that the tunnels of a child that died without
+ * running its cleanups (killed, crashed) can be given back. */
+typedef struct wst_child_count {
+    volatile apr_uint32_t pid;
+    volatile apr_uint32_t open;
+} wst_child_count;
+
 typedef struct wst_counters {
-    volatile apr_uint32_t open;     /* tunnels open now */
-    volatile apr_uint32_t total;    /* tunnels opened since start (wraps) */
+    volatile apr_uint32_t open;     /* tunnels open or being set up, all children */
+    volatile apr_uint32_t total;    /* tunnels started (101 relayed) since start (wraps) */
     volatile apr_uint32_t refused;  /* upgrades refused by the cap */
+    apr_uint32_t n_children;        /* entries in child[] */
+    wst_child_count child[1];       /* n_children of them */
 } wst_counters;
 
 static wst_counters *counters;       /* NULL: no segment (counts disabled) */
 static wst_counters local_counters;  /* fallback when shm is unavailable */
+static wst_child_count *my_count;    /* this child's entry, or NULL */
 static apr_uint32_t max_tunnels;     /* 0: no cap */
 
 const char *wst_set_max_tunnels(cmd_parms *cmd, void *dconf, const char *arg)
@@ -52,6 +66,8 @@ int wst_limits_post_config(apr_pool_t *pconf, server_rec *s)
     apr_shm_t *shm = NULL;
     void *data = NULL;
     apr_status_t rv;
+    int limit = 0;
+    apr_uint32_t n;
 
     (void)pconf;
     apr_pool_userdata_get(&data, WST_SHM_KEY, ppool);
@@ -59,7 +75,11 @@ int wst_limits_post_config(apr_pool_t *pconf, server_rec *s)
         counters = data;
         return OK;
     }
-    rv = apr_shm_create(&shm, sizeof(wst_counters), NULL, ppool);
+    /* Old and new generations overlap during a graceful restart. */
+    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit);
+    n = (apr_uint32_t)(limit > 0 ? limit : 256) * 2 + 16;
+    rv = apr_shm_create(&shm, sizeof(wst_counters) + n * sizeof(wst_child_count),
+                        NULL, ppool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, WSTNO(040)
                      "no shared memory for the tunnel count: "
@@ -68,9 +88,53 @@ int wst_limits_post_config(apr_pool_t *pconf, server_rec *s)
         return OK;
     }
     counters = apr_shm_baseaddr_get(shm);
-    memset((void *)counters, 0, sizeof(*counters));
+    memset((void *)counters, 0, sizeof(wst_counters)
+                                + n * sizeof(wst_child_count));
+    counters->n_children = n + 1;
     apr_pool_userdata_set(counters, WST_SHM_KEY, apr_pool_cleanup_null, ppool);
     return OK;
+}
+
+static int wst_pid_gone(apr_uint32_t pid)
+{
+    return pid && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Give back what children that are gone still hold. */
+static void wst_reap(void)
+{
+    apr_uint32_t i;
+
+    for (i = 0; counters && i < counters->n_children; i++) {
+        wst_child_count *cc = &counters->child[i];
+        apr_uint32_t pid = apr_atomic_read32(&cc->pid);
+        if (pid && wst_pid_gone(pid)
+                && apr_atomic_cas32(&cc->pid, 0, pid) == pid) {
+            apr_uint32_t stale = apr_atomic_xchg32(&cc->open, 0);
+            while (stale--) {
+                apr_atomic_dec32(&counters->open);
+            }
+        }
+    }
+}
+
+void wst_limits_child_init(void)
+{
+    apr_uint32_t i, me = (apr_uint32_t)getpid();
+
+    my_count = NULL;
+    if (!counters || counters == &local_counters) {
+        return;
+    }
+    wst_reap();
+    for (i = 0; i < counters->n_children; i++) {
+        wst_child_count *cc = &counters->child[i];
+        if (apr_atomic_cas32(&cc->pid, me, 0) == 0) {
+            apr_atomic_set32(&cc->open, 0);
+            my_count = cc;
+            return;
+        }
+    }
 }
 
 static apr_status_t wst_tunnel_closed(void *unused)
@@ -78,31 +142,56 @@ static apr_status_t wst_tunnel_closed(void *unused)
     (void)unused;
     if (counters) {
         apr_atomic_dec32(&counters->open);
+        if (my_count) {
+            apr_atomic_dec32(&my_count->open);
+        }
     }
     return APR_SUCCESS;
 }
 
+/* Take one slot if the cap allows it. */
+static int wst_take_slot(void)
+{
+    for (;;) {
+        apr_uint32_t now = apr_atomic_read32(&counters->open);
+        if (max_tunnels && now >= max_tunnels) {
+            return 0;
+        }
+        if (apr_atomic_cas32(&counters->open, now + 1, now) == now) {
+            return 1;
+        }
+    }
+}
+
 int wst_tunnel_admit(request_rec *r)
 {
-    apr_uint32_t before;
-
     if (!counters) {
         return OK;
     }
-    before = apr_atomic_inc32(&counters->open);
-    if (max_tunnels && before >= max_tunnels) {
-        apr_atomic_dec32(&counters->open);
-        apr_atomic_inc32(&counters->refused);
-        apr_table_setn(r->err_headers_out, "Retry-After", "10");
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(041)
-                      "ProxyWebsocketMaxTunnels %u reached: upgrade refused "
-                      "with 503", (unsigned)max_tunnels);
-        return HTTP_SERVICE_UNAVAILABLE;
+    if (!wst_take_slot()) {
+        wst_reap();                /* a dead child's tunnels may be stale */
+        if (!wst_take_slot()) {
+            apr_atomic_inc32(&counters->refused);
+            apr_table_setn(r->err_headers_out, "Retry-After", "10");
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(041)
+                          "ProxyWebsocketMaxTunnels %u reached: upgrade "
+                          "refused with 503", (unsigned)max_tunnels);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
     }
-    apr_atomic_inc32(&counters->total);
+    if (my_count) {
+        apr_atomic_inc32(&my_count->open);
+    }
     apr_pool_cleanup_register(r->pool, NULL, wst_tunnel_closed,
                               apr_pool_cleanup_null);
     return OK;
+}
+
+void wst_tunnel_started(void)
+{
+    if (counters) {
+        apr_atomic_inc32(&counters->total);
+    }
 }
 
 static int wst_status_hook(request_rec *r, int flags)

@@ -47,6 +47,15 @@ APLOG_USE_MODULE(proxy_wstunnel);
  * APLOGNO; this module's own messages are tagged "WSTnnn: ". */
 #define WSTNO(n) "WST" #n ": "
 
+/* A C string as the core's view of it (NULL reads as ""). */
+static APR_INLINE wst_str wst_s(const char *s)
+{
+    wst_str out;
+    out.ptr = s ? s : "";
+    out.len = s ? strlen(s) : 0;
+    return out;
+}
+
 /* ---- wst_config.c ---- */
 
 typedef struct wst_dir_conf {
@@ -78,9 +87,12 @@ const char *wst_set_max_tunnels(cmd_parms *cmd, void *dconf, const char *arg);
 void wst_limits_pre_config(void);
 int wst_limits_post_config(apr_pool_t *pconf, server_rec *s);
 void wst_limits_register_hooks(void);
+void wst_limits_child_init(void);
 /* Count a new tunnel (until r->pool goes), or refuse it with 503 above
  * ProxyWebsocketMaxTunnels. */
 int wst_tunnel_admit(request_rec *r);
+/* A tunnel really started (the 101 went out): counted in the total. */
+void wst_tunnel_started(void);
 
 /* ---- wst_route.c ---- */
 
@@ -89,6 +101,10 @@ int wst_canon(request_rec *r, char *url);
 int wst_check_trans(request_rec *r, const char *url);
 #endif
 int wst_translate_upgrade_required(request_rec *r);
+/* Handler hook ahead of mod_proxy's: counts (and caps) upgrade requests
+ * before mod_proxy picks a worker, so a refusal never marks a balancer
+ * member in error. */
+int wst_admission_handler(request_rec *r);
 /* 1 for ws:, 2 for wss:, 0 otherwise */
 int wst_scheme_of(const char *url);
 /* Answer 426 with the Upgrade the route expects. */
