@@ -23,6 +23,27 @@
 //!             after the source's EOF and the last pending byte.
 //! ```
 //!
+//! # Zero-copy path
+//!
+//! When both endpoints of a direction are plain sockets with nothing
+//! buffered above them ([`Endpoint::splice_fd`]: raw, drained) and the
+//! direction's buffer is empty, its bytes go through a pipe instead:
+//! `splice(source → pipe)`, `splice(pipe → destination)`, never copied
+//! through user space. The pipe plays the buffer's part: at most its
+//! capacity is in flight, bytes in it go out before anything read later
+//! (the buffer and the pipe never both hold bytes, except after a fallback
+//! below, when the buffer holds the pipe's oldest bytes), and "pending"
+//! counts both. A splice into a pipe that holds bytes may answer AGAIN
+//! because the pipe's slots are used up (it counts page fragments, not
+//! bytes): the source is then not polled until the next write out of the
+//! pipe. The pipe is made when the first bytes come and closed when the
+//! tunnel has been quiet for a poll timeout, so idle tunnels hold none.
+//! Where the kernel cannot splice (EINVAL/ENOSYS, e.g. an AF_UNIX backend
+//! on old kernels) or no pipe can be made (EMFILE, or its descriptors would
+//! come near the process's limit, which httpd needs for accepting
+//! connections), the direction falls back to the buffer for good; bytes
+//! already in the pipe are read back into the buffer first.
+//!
 //! A direction is *done* when `eof && pending == 0 && shut`. The tunnel
 //! ends normally (`Closed`) when both are done; with `half_close` off, the
 //! first EOF starts *closing*: no more reads on either side, pending bytes
@@ -96,6 +117,15 @@ pub trait Endpoint {
     fn hidden_input(&self) -> bool {
         false
     }
+    /// The socket to splice(2) from and to: Some only while the endpoint is
+    /// a plain socket with nothing buffered above it (no filters, nothing
+    /// left to drain), so that bytes may bypass [`read`] and [`write`].
+    ///
+    /// [`read`]: Endpoint::read
+    /// [`write`]: Endpoint::write
+    fn splice_fd(&self) -> Option<Fd> {
+        None
+    }
 }
 
 /// A plain socket in non-blocking mode, read and written directly.
@@ -139,6 +169,10 @@ impl Endpoint for Socket {
             Ok(()) => Io::Ok(0),
             Err(e) => Io::Error(e),
         }
+    }
+
+    fn splice_fd(&self) -> Option<Fd> {
+        Some(self.fd)
     }
 }
 
@@ -251,6 +285,11 @@ pub struct Stats {
     /// Rounds of the loop that waited in poll() (a diagnostic: tests use it
     /// to prove there is no busy loop).
     pub polls: u64,
+    /// Of the bytes read, those that went through a pipe (splice) rather
+    /// than the buffer (a diagnostic).
+    pub spliced: u64,
+    /// Pipes made (a diagnostic).
+    pub pipes: u64,
 }
 
 /// Without half-close, how long the final flush may go without progress
@@ -290,6 +329,19 @@ impl Config {
     }
 }
 
+/// Pipe capacity when the kernel cannot tell (16 pages).
+const DEFAULT_PIPE_CAP: usize = 16 * 4096;
+
+/// True when descriptor `fd` is in the last eighth (at least 64) of the
+/// process's descriptor limit: too close to leave to pipes.
+fn near_fd_limit(fd: Fd) -> bool {
+    let Some(limit) = sys::max_open_files() else {
+        return false;
+    };
+    let reserve = (limit / 8).max(64);
+    u64::try_from(fd).map_or(true, |f| f.saturating_add(reserve) >= limit)
+}
+
 /// Which endpoint of a direction failed.
 enum Broke {
     Src(Errno),
@@ -310,8 +362,20 @@ struct Dir<'a> {
     shut: bool,
     /// While closing without half-close: this direction gave up flushing.
     abandoned: bool,
+    /// The zero-copy path: the pipe (while in use), the bytes in it, its
+    /// capacity.
+    pipe: Option<sys::Pipe>,
+    in_pipe: usize,
+    pipe_cap: usize,
+    /// A splice into the pipe answered AGAIN while it held bytes: it may
+    /// be full; the source is read again after the next write out of it.
+    pipe_full: bool,
+    /// splice is not to be used (any more) in this direction.
+    splice_off: bool,
     read: u64,
     written: u64,
+    spliced: u64,
+    pipes: u64,
 }
 
 impl<'a> Dir<'a> {
@@ -330,13 +394,33 @@ impl<'a> Dir<'a> {
             dst_hup: false,
             shut: false,
             abandoned: false,
+            pipe: None,
+            in_pipe: 0,
+            pipe_cap: DEFAULT_PIPE_CAP,
+            pipe_full: false,
+            splice_off: false,
             read,
             written: 0,
+            spliced: 0,
+            pipes: 0,
         }
     }
 
     fn can_read(&self, closing: bool) -> bool {
-        !self.eof && !closing && !self.buf.is_full()
+        if self.eof || closing {
+            return false;
+        }
+        if self.pipe.is_some() && !self.splice_off {
+            self.in_pipe < self.pipe_cap && !self.pipe_full
+        } else {
+            // After a fallback, the pipe's bytes go first.
+            self.in_pipe == 0 && !self.buf.is_full()
+        }
+    }
+
+    /// Bytes read and not yet written.
+    fn pending(&self) -> usize {
+        self.buf.len().saturating_add(self.in_pipe)
     }
 
     fn ready(&self, closing: bool) -> bool {
@@ -344,7 +428,7 @@ impl<'a> Dir<'a> {
     }
 
     fn wants_flush(&self) -> bool {
-        self.buf.len() > 0 && !self.abandoned
+        self.pending() > 0 && !self.abandoned
     }
 
     fn poll_in(&self, closing: bool) -> bool {
@@ -355,10 +439,24 @@ impl<'a> Dir<'a> {
         !self.writable && self.wants_flush()
     }
 
-    /// Write pending bytes. Ok(true) when some moved.
-    fn flush<D: Endpoint + ?Sized>(&mut self, dst: &mut D) -> Result<bool, Errno> {
+    /// Write pending bytes (`dst_fd`: the destination's splice socket).
+    /// Ok(true) when some moved.
+    fn flush<D: Endpoint + ?Sized>(
+        &mut self,
+        dst: &mut D,
+        dst_fd: Option<Fd>,
+    ) -> Result<bool, Errno> {
         if !self.writable || !self.wants_flush() {
             return Ok(false);
+        }
+        if self.buf.len() == 0 && self.in_pipe > 0 {
+            if let Some(fd) = dst_fd.filter(|_| !self.splice_off) {
+                if let Some(r) = self.flush_pipe(fd) {
+                    return r;
+                }
+            }
+            // No splicing to this destination: through the buffer.
+            self.unpipe()?;
         }
         let pending = self.buf.pending();
         let len = pending.len();
@@ -387,12 +485,171 @@ impl<'a> Dir<'a> {
         }
     }
 
-    /// Read into the buffer. Ok(true) when bytes came or EOF was seen.
-    fn fill<S: Endpoint + ?Sized>(&mut self, src: &mut S, closing: bool) -> Result<bool, Errno> {
+    /// Write from the pipe to `fd`; None when the kernel cannot (splice is
+    /// then off for this direction).
+    fn flush_pipe(&mut self, fd: Fd) -> Option<Result<bool, Errno>> {
+        let from = self.pipe.as_ref()?.read_end();
+        let hup = core::mem::replace(&mut self.dst_hup, false);
+        Some(match sys::splice(from, fd, self.in_pipe) {
+            // The pipe holds bytes: it cannot be at its end.
+            sys::FdIo::Done(0) => Err(sys::EIO),
+            sys::FdIo::Done(n) => {
+                let n = n.min(self.in_pipe);
+                self.in_pipe -= n;
+                self.written = self.written.saturating_add(n as u64);
+                self.pipe_full = false;
+                if self.in_pipe > 0 {
+                    self.writable = false;
+                }
+                Ok(true)
+            }
+            sys::FdIo::WouldBlock => {
+                self.writable = false;
+                if hup {
+                    Err(sys::EPIPE)
+                } else {
+                    Ok(false)
+                }
+            }
+            sys::FdIo::Failed(e) if e == sys::EINVAL || e == sys::ENOSYS => {
+                self.splice_off = true;
+                self.dst_hup = hup;
+                return None;
+            }
+            sys::FdIo::Failed(e) => Err(e),
+        })
+    }
+
+    /// Move the pipe's bytes (as many as fit) into the empty buffer, after
+    /// splice turned out unusable; the pipe is closed once empty.
+    fn unpipe(&mut self) -> Result<(), Errno> {
+        let Some(from) = self.pipe.as_ref().map(sys::Pipe::read_end) else {
+            return Err(sys::EIO);
+        };
+        let room = self.buf.room();
+        let want = room.len().min(self.in_pipe);
+        match sys::read(from, room.get_mut(..want).unwrap_or(&mut [])) {
+            sys::FdIo::Done(n) if n > 0 => {
+                let n = n.min(self.in_pipe);
+                self.buf.commit(n);
+                self.in_pipe -= n;
+                self.pipe_full = false;
+                if self.in_pipe == 0 {
+                    self.pipe = None;
+                }
+                Ok(())
+            }
+            sys::FdIo::Failed(e) => Err(e),
+            // The pipe holds bytes but gives none: should not happen.
+            _ => Err(sys::EIO),
+        }
+    }
+
+    /// Splice from the source socket `fd` into the pipe (made here if
+    /// needed). None when splice cannot be used (then it is off for this
+    /// direction and the pipe is empty and gone): use the buffer.
+    fn fill_pipe(&mut self, fd: Fd, hup: bool) -> Option<Result<bool, Errno>> {
+        if self.pipe.is_none() {
+            match sys::pipe() {
+                Ok(p) if near_fd_limit(p.write_end()) => {
+                    self.splice_off = true;
+                    return None;
+                }
+                Ok(p) => {
+                    self.pipe_cap = p.capacity().unwrap_or(DEFAULT_PIPE_CAP);
+                    self.pipe = Some(p);
+                    self.pipes = self.pipes.saturating_add(1);
+                }
+                Err(_) => {
+                    self.splice_off = true;
+                    return None;
+                }
+            }
+        }
+        let to = self.pipe.as_ref()?.write_end();
+        let room = self.pipe_cap.saturating_sub(self.in_pipe);
+        if room == 0 {
+            return Some(Ok(false));
+        }
+        Some(match sys::splice(fd, to, room) {
+            sys::FdIo::Done(0) => {
+                self.eof = true;
+                self.readable = false;
+                Ok(true)
+            }
+            sys::FdIo::Done(n) => {
+                let n = n.min(room);
+                self.in_pipe += n;
+                self.read = self.read.saturating_add(n as u64);
+                self.spliced = self.spliced.saturating_add(n as u64);
+                self.hup_again = 0;
+                // Filled the pipe: the socket likely has more; read again
+                // (once the pipe has room) without polling first.
+                self.readable = n == room;
+                Ok(true)
+            }
+            sys::FdIo::WouldBlock if self.in_pipe > 0 => {
+                self.pipe_full = true;
+                Ok(false)
+            }
+            sys::FdIo::WouldBlock => Ok(self.again(hup)),
+            sys::FdIo::Failed(e) if e == sys::EINVAL || e == sys::ENOSYS => {
+                self.splice_off = true;
+                if self.in_pipe == 0 {
+                    self.pipe = None;
+                    return None;
+                }
+                Ok(false)
+            }
+            sys::FdIo::Failed(e) => Err(e),
+        })
+    }
+
+    /// The source has nothing now. True when that ends its input: POLLHUP
+    /// yet nothing to read, twice, means it has ended even if it does not
+    /// say so. (Once is allowed: a raw endpoint's filter drain ends with
+    /// AGAIN.)
+    fn again(&mut self, hup: bool) -> bool {
+        self.readable = false;
+        if hup {
+            self.hup_again = self.hup_again.saturating_add(1);
+            if self.hup_again >= 2 {
+                self.eof = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Close the pipe if it is empty (the tunnel is quiet).
+    fn release_pipe(&mut self) {
+        if self.in_pipe == 0 {
+            self.pipe = None;
+            self.pipe_full = false;
+        }
+    }
+
+    /// Read into the buffer, or splice into the pipe when `fds` (the source
+    /// and destination sockets) allow it. Ok(true) when bytes came or EOF
+    /// was seen.
+    fn fill<S: Endpoint + ?Sized>(
+        &mut self,
+        src: &mut S,
+        fds: Option<(Fd, Fd)>,
+        closing: bool,
+    ) -> Result<bool, Errno> {
         if !self.readable || !self.can_read(closing) {
             return Ok(false);
         }
         let hup = core::mem::replace(&mut self.src_hup, false);
+        if let Some((fd, _)) = fds.filter(|_| !self.splice_off && self.buf.len() == 0) {
+            if let Some(r) = self.fill_pipe(fd, hup) {
+                return r;
+            }
+            if !self.can_read(closing) {
+                return Ok(false);
+            }
+        }
         let room = self.buf.room();
         let cap = room.len();
         if cap == 0 {
@@ -400,25 +657,14 @@ impl<'a> Dir<'a> {
         }
         match src.read(room) {
             Io::Ok(n) if n > cap => Err(sys::EIO),
-            Io::Ok(0) | Io::Again => {
-                self.readable = false;
-                if hup {
-                    self.hup_again = self.hup_again.saturating_add(1);
-                    // POLLHUP yet nothing to read, twice: the source has
-                    // ended even if it does not say so. (Once is allowed:
-                    // a raw endpoint's filter drain ends with AGAIN.)
-                    if self.hup_again >= 2 {
-                        self.eof = true;
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
+            Io::Ok(0) | Io::Again => Ok(self.again(hup)),
             Io::Ok(n) => {
                 self.buf.commit(n);
                 self.read = self.read.saturating_add(n as u64);
                 self.hup_again = 0;
-                self.readable = src.hidden_input();
+                // A full read: more is likely waiting; read again (once
+                // there is room) without polling first.
+                self.readable = src.hidden_input() || n == cap;
                 Ok(true)
             }
             Io::Eof => {
@@ -436,10 +682,15 @@ impl<'a> Dir<'a> {
         S: Endpoint + ?Sized,
         D: Endpoint + ?Sized,
     {
-        let mut progress = self.flush(dst).map_err(Broke::Dst)?;
-        if self.fill(src, closing).map_err(Broke::Src)? {
+        let fds = match (src.splice_fd(), dst.splice_fd()) {
+            (Some(s), Some(d)) => Some((s, d)),
+            _ => None,
+        };
+        let dst_fd = fds.map(|f| f.1);
+        let mut progress = self.flush(dst, dst_fd).map_err(Broke::Dst)?;
+        if self.fill(src, fds, closing).map_err(Broke::Src)? {
             progress = true;
-            progress |= self.flush(dst).map_err(Broke::Dst)?;
+            progress |= self.flush(dst, dst_fd).map_err(Broke::Dst)?;
         }
         Ok(progress)
     }
@@ -504,7 +755,7 @@ fn propagate_eof<D: Endpoint + ?Sized>(
     dst: &mut D,
     dst_side: Side,
 ) -> Result<(), (Side, Errno)> {
-    if dir.eof && !dir.shut && dir.buf.len() == 0 {
+    if dir.eof && !dir.shut && dir.pending() == 0 {
         if let Io::Error(e) = dst.shutdown_write() {
             return Err((dst_side, e));
         }
@@ -544,6 +795,8 @@ impl Tunnel<'_, '_> {
             reason,
             os_error,
             polls: self.polls,
+            spliced: self.c2b.spliced.saturating_add(self.b2c.spliced),
+            pipes: self.c2b.pipes.saturating_add(self.b2c.pipes),
         }
     }
 
@@ -685,6 +938,11 @@ where
             Err(e) => return t.finish(EndReason::PollError, e),
             Ok(0) => {
                 clock.slept(wait);
+                if wait > 0 {
+                    // Quiet for a while: give the pipes back.
+                    t.c2b.release_pipe();
+                    t.b2c.release_pipe();
+                }
                 continue;
             }
             Ok(_) => {}

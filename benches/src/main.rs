@@ -317,8 +317,15 @@ fn run(o: &Opts) -> Result<(), String> {
                 }
             };
             let dest = Dest { port: s.port, tls: None };
+            // Warm up (code pages, allocators' first blocks: one-time costs,
+            // not per tunnel), close, then measure with none open.
+            let mut warm = Vec::new();
+            let _ = rt.block_on(load::open_idle(&dest, 100, 50, &mut warm));
+            drop(warm);
             std::thread::sleep(Duration::from_millis(1000));
             let rss0 = settle_rss(&s);
+            let open0 = servers::connections_to(backend.port);
+            let smaps0 = std::env::var_os("BENCH_SMAPS").map(|_| s.rss_by_mapping());
             let mut held = Vec::new();
             let (opened, err) = rt.block_on(load::open_idle(&dest, p.idle_tunnels, 50, &mut held));
             if let Some(e) = &err {
@@ -326,9 +333,21 @@ fn run(o: &Opts) -> Result<(), String> {
             } else {
                 std::thread::sleep(Duration::from_millis(1000));
                 let rss1 = settle_rss(&s);
+                if let Some(m0) = &smaps0 {
+                    for (k, v) in s.rss_by_mapping() {
+                        let before = m0.get(&k).copied().unwrap_or(0);
+                        if v.abs_diff(before) > 100 {
+                            eprintln!("    {k:<30} {before:>8} -> {v:>8} KiB");
+                        }
+                    }
+                }
                 let per = (rss1 as f64 - rss0 as f64) / opened as f64;
                 res.add("mem_idle", k.name(), round, per);
-                eprintln!("  mem_idle   {:<14} {per:>8.1} KiB/tunnel (RSS {rss0} → {rss1} KiB, {} processes)", k.name(), s.processes());
+                let open1 = servers::connections_to(backend.port);
+                eprintln!("  mem_idle   {:<14} {per:>8.1} KiB/tunnel (RSS {rss0} → {rss1} KiB, {} processes, backend connections {open0} → {open1})", k.name(), s.processes());
+                if open0 != 0 {
+                    res.failures.push(format!("{}: {open0} connections to the backend still open after the warm-up tunnels closed", k.name()));
+                }
             }
             if last && err.is_none() {
                 // Up to the configured capacity, 250 at a time; stop at the first failure.

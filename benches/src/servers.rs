@@ -131,6 +131,20 @@ impl Sizing {
     }
 }
 
+/// Established TCP connections on loopback whose remote port is `port`
+/// (from /proc/net/tcp): e.g. the proxy's tunnels to the backend.
+pub fn connections_to(port: u16) -> usize {
+    let Ok(t) = fs::read_to_string("/proc/net/tcp") else { return 0 };
+    t.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let rport = f.get(2).and_then(|r| r.split(':').nth(1)).and_then(|p| u16::from_str_radix(p, 16).ok());
+            rport == Some(port) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
 pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
@@ -316,6 +330,34 @@ impl Server {
     /// VmRSS of the process and its descendants, KiB.
     pub fn rss_kib(&self) -> u64 {
         descendants(self.pid()).iter().map(|&p| rss_kib(p)).sum()
+    }
+
+    /// Debugging aid (BENCH_SMAPS=1): RSS KiB by kind of mapping, summed
+    /// over the processes.
+    pub fn rss_by_mapping(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for p in descendants(self.pid()) {
+            let Ok(t) = fs::read_to_string(format!("/proc/{p}/smaps")) else { continue };
+            let mut kind = String::new();
+            for l in t.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.first().is_some_and(|x| x.contains('-') && !x.ends_with(':')) {
+                    let mut it = f[0].split('-').map(|h| u64::from_str_radix(h, 16).unwrap_or(0));
+                    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+                    let size = (b - a) >> 10;
+                    kind = match f.get(5) {
+                        Some(n) => n.rsplit('/').next().unwrap_or(n).to_string(),
+                        None => format!("anon {} KiB", size),
+                    };
+                    if kind.starts_with("anon") && size > 1024 {
+                        kind = format!("anon {} MiB", size >> 10);
+                    }
+                } else if f.first() == Some(&"Rss:") {
+                    *m.entry(kind.clone()).or_insert(0) += f.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+        m
     }
 
     pub fn processes(&self) -> usize {

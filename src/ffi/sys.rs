@@ -2,7 +2,8 @@
 //!
 //! Only functions that glibc 2.12 already exports under their old symbol
 //! versions are used: `poll`, `read`, `send`, `write`, `shutdown`,
-//! `getsockopt`, `syscall` and `__errno_location`. The monotonic clock is
+//! `getsockopt`, `syscall`, `__errno_location`, `splice` (GLIBC_2.5),
+//! `pipe2` (GLIBC_2.9), `close` and `getrlimit`. The monotonic clock is
 //! read with `syscall(SYS_clock_gettime)`, not `clock_gettime()`, because
 //! glibc before 2.17 keeps that function in librt and newer ones version it
 //! GLIBC_2.17; `fcntl` is a `syscall(SYS_fcntl)` too, because i386 glibc
@@ -43,6 +44,10 @@ pub const EINTR: Errno = libc::EINTR;
 pub const EIO: Errno = libc::EIO;
 /// See [`EAGAIN`].
 pub const EPIPE: Errno = libc::EPIPE;
+/// See [`EAGAIN`].
+pub const EINVAL: Errno = libc::EINVAL;
+/// See [`EAGAIN`].
+pub const ENOSYS: Errno = libc::ENOSYS;
 
 /// One entry of a `poll()` set: `fd < 0` entries are ignored by the kernel
 /// (and report nothing, not even POLLHUP).
@@ -227,6 +232,119 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: c_int) -> Result<usize, Errno> {
     }
 }
 
+/// A pipe made by [`pipe`], both ends non-blocking and close-on-exec;
+/// closed on drop.
+#[derive(Debug)]
+pub struct Pipe {
+    read_end: Fd,
+    write_end: Fd,
+}
+
+impl Pipe {
+    /// The end to read (or splice) from.
+    pub fn read_end(&self) -> Fd {
+        self.read_end
+    }
+
+    /// The end to write (or splice) into.
+    pub fn write_end(&self) -> Fd {
+        self.write_end
+    }
+
+    /// Its capacity in bytes (`F_GETPIPE_SZ`, Linux 2.6.35+), or None when
+    /// the kernel cannot say (then it is 16 pages).
+    pub fn capacity(&self) -> Option<usize> {
+        // SAFETY: fcntl(F_GETPIPE_SZ) takes no third argument and touches no
+        // memory of ours; raw system call for the reason given at get_flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fcntl,
+                self.write_end as c_long,
+                libc::F_GETPIPE_SZ as c_long,
+            )
+        };
+        usize::try_from(r).ok().filter(|&n| n > 0)
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // SAFETY: both descriptors were made by pipe2() for this value alone
+        // and are closed exactly once, here.
+        unsafe {
+            libc::close(self.read_end);
+            libc::close(self.write_end);
+        }
+    }
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), if finite.
+// rlim_t is 32 bits on i686, 64 on x86_64.
+#[allow(clippy::useless_conversion)]
+pub fn max_open_files() -> Option<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: l is a valid, writable rlimit for getrlimit() to fill in.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    if r != 0 || l.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(u64::from(l.rlim_cur))
+}
+
+/// A new non-blocking pipe (`pipe2(O_NONBLOCK | O_CLOEXEC)`).
+pub fn pipe() -> Result<Pipe, Errno> {
+    let mut fds: [c_int; 2] = [-1, -1];
+    // SAFETY: fds is a valid, writable array of two ints, which is what
+    // pipe2() fills in.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if r != 0 {
+        return Err(errno());
+    }
+    let [read_end, write_end] = fds;
+    Ok(Pipe {
+        read_end,
+        write_end,
+    })
+}
+
+/// `splice(from, NULL, to, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)`,
+/// retried on EINTR: moves up to `len` bytes between a socket and a pipe
+/// inside the kernel. `Done(0)` means end of input when reading a socket.
+/// (A socket written this way raises SIGPIPE when its peer is gone, as
+/// splice has no MSG_NOSIGNAL: httpd ignores SIGPIPE.)
+pub fn splice(from: Fd, to: Fd, len: usize) -> FdIo {
+    loop {
+        // SAFETY: splice() takes no pointer but the two offsets, which are
+        // NULL (use and advance the descriptors' own positions); it moves
+        // data only between the two descriptors.
+        let r = unsafe {
+            libc::splice(
+                from,
+                core::ptr::null_mut(),
+                to,
+                core::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if let Ok(n) = usize::try_from(r) {
+            return FdIo::Done(n.min(len));
+        }
+        let e = errno();
+        if e == libc::EINTR {
+            continue;
+        }
+        return if is_would_block(e) {
+            FdIo::WouldBlock
+        } else {
+            FdIo::Failed(e)
+        };
+    }
+}
+
 /// The kernel's own `struct timespec` for the legacy clock_gettime system
 /// call: two longs on both i386 and x86_64 (independent of how the libc
 /// crate defines `timespec` for 64-bit time on 32-bit targets).
@@ -320,6 +438,31 @@ mod tests {
         set_flags(fd, old).unwrap();
         assert_eq!(get_flags(fd).unwrap() & libc::O_NONBLOCK, 0);
         assert_eq!(socket_error(fd), 0);
+    }
+
+    #[test]
+    fn pipe_and_splice() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (c, mut d) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let p = pipe().unwrap();
+        assert!(p.capacity().unwrap() >= 4096);
+        assert!(max_open_files().unwrap_or(u64::MAX) > p.write_end() as u64);
+        assert_eq!(splice(a.as_raw_fd(), p.write_end(), 100), FdIo::WouldBlock);
+        b.write_all(b"spliced").unwrap();
+        assert_eq!(splice(a.as_raw_fd(), p.write_end(), 100), FdIo::Done(7));
+        assert_eq!(splice(p.read_end(), c.as_raw_fd(), 7), FdIo::Done(7));
+        let mut got = [0u8; 7];
+        std::io::Read::read_exact(&mut d, &mut got).unwrap();
+        assert_eq!(&got, b"spliced");
+        drop(b);
+        assert_eq!(splice(a.as_raw_fd(), p.write_end(), 100), FdIo::Done(0));
+        assert_eq!(splice(-1, p.write_end(), 1), FdIo::Failed(libc::EBADF));
+        let (r, w) = (p.read_end(), p.write_end());
+        drop(p);
+        assert_eq!(get_flags(r), Err(libc::EBADF));
+        assert_eq!(get_flags(w), Err(libc::EBADF));
     }
 
     #[test]

@@ -44,8 +44,9 @@ type ShutdownFn = unsafe extern "C" fn(*mut c_void) -> wst_io;
 /// Filtered (`raw == 0`): every operation goes through the callbacks, and
 /// the endpoint always may hold input poll() cannot see (TLS).
 /// Raw: reads go through `ops->read` until it first answers AGAIN (draining
-/// what httpd's input filters already hold), then straight to the socket;
-/// writes and the write shutdown always go straight to the socket.
+/// what httpd's input filters already hold), then straight to the socket
+/// (or splice(2) from it, when the other end is raw too); writes and the
+/// write shutdown always go straight to the socket.
 struct CEndpoint {
     socket: Socket,
     raw: bool,
@@ -173,6 +174,16 @@ impl Endpoint for CEndpoint {
     fn hidden_input(&self) -> bool {
         !self.raw || self.draining
     }
+
+    /// A raw endpoint, once httpd's input filters are drained: its bytes
+    /// may be spliced.
+    fn splice_fd(&self) -> Option<sys::Fd> {
+        if self.raw && !self.draining {
+            Some(self.socket.fd())
+        } else {
+            None
+        }
+    }
 }
 
 /// The caller's buffer of `ep`, checked: non-NULL, `0 < cap <= isize::MAX`,
@@ -227,6 +238,8 @@ fn early_failure(side: Side, e: sys::Errno) -> Stats {
         },
         os_error: e,
         polls: 0,
+        spliced: 0,
+        pipes: 0,
     }
 }
 

@@ -120,6 +120,9 @@ impl<E: Endpoint> Endpoint for Counted<E> {
     fn hidden_input(&self) -> bool {
         self.inner.hidden_input()
     }
+    fn splice_fd(&self) -> Option<Fd> {
+        self.inner.splice_fd()
+    }
 }
 
 /// A filtered endpoint simulating TLS: each read first slurps everything
@@ -289,6 +292,9 @@ impl Endpoint for RawSock {
     fn shutdown_write(&mut self) -> Io {
         self.sock.shutdown_write()
     }
+    fn splice_fd(&self) -> Option<Fd> {
+        self.sock.splice_fd()
+    }
 }
 
 fn writer(mut s: Sock, data: Vec<u8>, shut: bool) -> JoinHandle<()> {
@@ -318,7 +324,13 @@ fn read_exact_timeout(s: &mut Sock, n: usize, secs: u64) -> Vec<u8> {
 
 /// Both directions at once, each far end shutting down its write side after
 /// its data; with half-close both directions complete independently.
-fn exchange(pair: fn() -> (Sock, Sock), csize: usize, bsize: usize, cbuf: usize, bbuf: usize) {
+fn exchange(
+    pair: fn() -> (Sock, Sock),
+    csize: usize,
+    bsize: usize,
+    cbuf: usize,
+    bbuf: usize,
+) -> Stats {
     let (cfar, cnear) = pair();
     let (bfar, bnear) = pair();
     let cdata = random_bytes(csize, 1 + csize as u64);
@@ -355,6 +367,7 @@ fn exchange(pair: fn() -> (Sock, Sock), csize: usize, bsize: usize, cbuf: usize,
     assert_eq!(s.bytes_to_client, bsize as u64);
     assert!(s.closed_first.is_some());
     assert_eq!(s.os_error, 0);
+    s
 }
 
 #[test]
@@ -367,7 +380,8 @@ fn byte_exact_both_ways_unix() {
         (4095, 70_000),
         (3 << 20, 5 << 20),
     ] {
-        exchange(unix_pair, c, b, 65536, 65536);
+        let s = exchange(unix_pair, c, b, 65536, 65536);
+        assert_eq!(s.spliced, (c + b) as u64, "raw to raw: all spliced");
     }
 }
 
@@ -375,12 +389,17 @@ fn byte_exact_both_ways_unix() {
 fn byte_exact_both_ways_small_odd_buffers() {
     exchange(unix_pair, 1 << 20, 777_777, 1, 3);
     exchange(unix_pair, 3 << 20, 2 << 20, 1000, 4093);
+    // The buffers matter only for the copy path: here, the spliced path.
+    let s = exchange(unix_pair, 1 << 20, 777_777, 1, 3);
+    assert_eq!(s.spliced, (1 << 20) + 777_777);
 }
 
 #[test]
 fn byte_exact_both_ways_tcp() {
     exchange(tcp_pair, 0, 0, 65536, 65536);
-    exchange(tcp_pair, 4 << 20, 3 << 20, 16384, 65536);
+    let s = exchange(tcp_pair, 4 << 20, 3 << 20, 16384, 65536);
+    assert_eq!(s.spliced, 7 << 20);
+    assert!(s.pipes >= 2, "{} pipes", s.pipes);
 }
 
 #[test]
@@ -735,6 +754,8 @@ fn filtered_both_sides_byte_exact() {
     assert!(cr.join().unwrap() == bdata);
     let (s, _) = t.join();
     assert_eq!(s.reason, EndReason::Closed);
+    assert_eq!(s.spliced, 0, "filtered endpoints are never spliced");
+    assert_eq!(s.pipes, 0);
 }
 
 /// A raw endpoint whose first reads come from a "filter" that already
@@ -772,6 +793,13 @@ impl Endpoint for Draining {
     fn hidden_input(&self) -> bool {
         self.draining
     }
+    fn splice_fd(&self) -> Option<Fd> {
+        if self.draining {
+            None
+        } else {
+            self.sock.splice_fd()
+        }
+    }
 }
 
 #[test]
@@ -798,6 +826,8 @@ fn raw_endpoint_drains_filter_bytes_first() {
     let (s, _) = t.join();
     assert_eq!(s.reason, EndReason::Closed);
     assert_eq!(s.bytes_from_client, 24);
+    // The filter's bytes through the buffer, the socket's spliced.
+    assert_eq!(s.spliced, 7);
 }
 
 #[test]
@@ -825,4 +855,208 @@ fn config_from_c_values() {
     assert_eq!(c.idle_timeout_ms, Some(1500));
     assert_eq!(c.tick_ms, 20);
     assert!(c.half_close);
+}
+
+// ---------------------------------------------------------------------------
+// The zero-copy (splice) path
+// ---------------------------------------------------------------------------
+
+/// Writes `data` in `chunk`-sized writes (message boundaries for seqpacket).
+fn chunked_writer(mut s: Sock, data: Vec<u8>, chunk: usize) -> JoinHandle<()> {
+    thread::spawn(move || {
+        for c in data.chunks(chunk) {
+            s.write_all(c).unwrap();
+        }
+        s.shutdown_write();
+    })
+}
+
+#[test]
+fn splice_half_close_tcp() {
+    // The FIN crosses after the last spliced byte; the other direction
+    // keeps flowing through its own pipe, then ends too.
+    let (mut cfar, cnear) = tcp_pair();
+    let (mut bfar, bnear) = tcp_pair();
+    let t = spawn(raw(cnear), raw(bnear), Setup::new(true));
+    let first = random_bytes(300_000, 41);
+    cfar.write_all(&first).unwrap();
+    cfar.shutdown_write();
+    let mut got = Vec::new();
+    bfar.set_read_timeout(Duration::from_secs(10));
+    bfar.read_to_end(&mut got).unwrap();
+    assert!(got == first, "{} of {} bytes", got.len(), first.len());
+    let back = random_bytes(2 << 20, 42);
+    let w = writer(bfar.try_clone(), back.clone(), true);
+    let mut got = Vec::new();
+    cfar.set_read_timeout(Duration::from_secs(10));
+    cfar.read_to_end(&mut got).unwrap();
+    assert!(got == back);
+    w.join().unwrap();
+    let (s, _) = t.join();
+    assert_eq!(s.reason, EndReason::Closed);
+    assert_eq!(s.closed_first, Some(Side::Client));
+    assert_eq!(s.bytes_from_client, 300_000);
+    assert_eq!(s.bytes_to_backend, 300_000);
+    assert_eq!(s.bytes_to_client, 2 << 20);
+    assert_eq!(s.spliced, 300_000 + (2 << 20));
+}
+
+#[test]
+fn splice_stuck_reader_is_bounded_and_quiet() {
+    // The client never reads: the backend's bytes stop at the pipe's
+    // capacity, the other direction still flows, and the stalled tunnel
+    // does not spin.
+    let (cfar, cnear) = tcp_pair();
+    let (bfar, bnear) = tcp_pair();
+    let mut setup = Setup::new(true);
+    setup.cfg.tick_ms = 50;
+    let t = spawn(raw(cnear), raw(bnear), setup);
+    let bw = {
+        let mut s = bfar.try_clone();
+        thread::spawn(move || {
+            let chunk = random_bytes(65536, 43);
+            while s.write_all(&chunk).is_ok() {}
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let data = random_bytes(4 << 20, 44);
+    let cw = writer(cfar.try_clone(), data.clone(), false);
+    let mut b = bfar.try_clone();
+    assert!(read_exact_timeout(&mut b, data.len(), 20) == data);
+    cw.join().unwrap();
+    let before = t.rounds.load(Ordering::Relaxed);
+    thread::sleep(Duration::from_millis(500));
+    let during = t.rounds.load(Ordering::Relaxed) - before;
+    assert!(during <= 20, "{during} poll rounds in 500 ms");
+    t.stop.store(true, Ordering::Relaxed);
+    let (s, _) = t.join();
+    assert_eq!(s.reason, EndReason::Stopped);
+    assert_eq!(s.bytes_to_backend, data.len() as u64);
+    assert_eq!(s.spliced, s.bytes_from_client + s.bytes_from_backend);
+    // In flight towards the client: at most one pipe's worth.
+    let cap = sys::pipe().unwrap().capacity().unwrap_or(65536) as u64;
+    let held = s.bytes_from_backend - s.bytes_to_client;
+    assert!(held <= cap, "{held} bytes held, pipe capacity {cap}");
+    drop(cfar);
+    drop(bfar);
+    bw.join().unwrap();
+}
+
+#[test]
+fn splice_many_small_writes_fill_pipe_slots() {
+    // Thousands of tiny segments: the pipe runs out of slots long before
+    // bytes; the tunnel must wait for the destination, not spin or stall.
+    let (cfar, cnear) = tcp_pair();
+    let (mut bfar, bnear) = tcp_pair();
+    let mut setup = Setup::new(true);
+    setup.cfg.tick_ms = 50;
+    let t = spawn(raw(cnear), raw(bnear), setup);
+    let data = random_bytes(200_000, 45);
+    let cw = chunked_writer(cfar.try_clone(), data.clone(), 7);
+    // The backend reads late, then everything.
+    thread::sleep(Duration::from_millis(300));
+    let got = read_exact_timeout(&mut bfar, data.len(), 20);
+    assert!(got == data);
+    cw.join().unwrap();
+    bfar.shutdown_write();
+    let (s, _) = t.join();
+    assert_eq!(s.reason, EndReason::Closed);
+    assert_eq!(s.spliced, data.len() as u64);
+    assert!(s.polls < 20_000, "{} polls", s.polls);
+}
+
+/// A raw socket whose splice_fd is a timerfd, which splice(2) refuses
+/// (EINVAL: no splice_read/splice_write) on current kernels: the tunnel
+/// believes it may splice, the kernel says no.
+struct SpliceRefused {
+    sock: RawSock,
+    timerfd: std::os::fd::OwnedFd,
+}
+
+fn splice_refused(s: Sock) -> SpliceRefused {
+    use std::os::fd::FromRawFd;
+    // SAFETY: timerfd_create takes no pointer; the descriptor it returns is
+    // new and owned by nobody else.
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+    };
+    assert!(fd >= 0);
+    SpliceRefused {
+        sock: raw(s),
+        // SAFETY: fd is a fresh descriptor we own.
+        timerfd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+    }
+}
+
+impl Endpoint for SpliceRefused {
+    fn fd(&self) -> Fd {
+        self.sock.fd()
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Io {
+        self.sock.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> Io {
+        self.sock.write(buf)
+    }
+    fn shutdown_write(&mut self) -> Io {
+        self.sock.shutdown_write()
+    }
+    fn splice_fd(&self) -> Option<Fd> {
+        use std::os::fd::AsRawFd;
+        Some(self.timerfd.as_raw_fd())
+    }
+}
+
+#[test]
+fn splice_unsupported_falls_back_to_the_buffer() {
+    // client->backend: splicing in from the client is refused at once, so
+    // the buffer is used from the first byte. backend->client: bytes are
+    // spliced into the pipe, splicing them out is refused: they are read
+    // back from the pipe into the buffer, in order, and the direction goes
+    // on through the buffer.
+    let (cfar, cnear) = tcp_pair();
+    let (bfar, bnear) = tcp_pair();
+    let t = spawn(splice_refused(cnear), raw(bnear), Setup::new(true));
+    let cdata = random_bytes(1 << 20, 46);
+    let bdata = random_bytes(3 << 20, 47);
+    let cw = writer(cfar.try_clone(), cdata.clone(), true);
+    let bw = writer(bfar.try_clone(), bdata.clone(), true);
+    let br = reader(bfar);
+    let cr = reader(cfar);
+    cw.join().unwrap();
+    bw.join().unwrap();
+    assert!(br.join().unwrap() == cdata);
+    let got = cr.join().unwrap();
+    assert!(got == bdata, "{} of {} bytes", got.len(), bdata.len());
+    let (s, _) = t.join();
+    assert_eq!(s.reason, EndReason::Closed);
+    assert_eq!(s.bytes_from_client, cdata.len() as u64);
+    assert_eq!(s.bytes_to_backend, cdata.len() as u64);
+    assert_eq!(s.bytes_from_backend, bdata.len() as u64);
+    assert_eq!(s.bytes_to_client, bdata.len() as u64);
+    // At most the first pipeful went in by splice.
+    let cap = sys::pipe().unwrap().capacity().unwrap_or(65536) as u64;
+    assert!(s.spliced <= cap, "{s:?}");
+}
+
+#[test]
+fn pipes_are_given_back_when_quiet() {
+    let (mut cfar, cnear) = tcp_pair();
+    let (mut bfar, bnear) = tcp_pair();
+    let mut setup = Setup::new(true);
+    setup.cfg.tick_ms = 40;
+    let t = spawn(raw(cnear), raw(bnear), setup);
+    for round in 0..3u64 {
+        let d = random_bytes(10_000, 50 + round);
+        cfar.write_all(&d).unwrap();
+        assert!(read_exact_timeout(&mut bfar, d.len(), 5) == d);
+        thread::sleep(Duration::from_millis(250));
+    }
+    cfar.shutdown_write();
+    bfar.shutdown_write();
+    let (s, _) = t.join();
+    assert_eq!(s.reason, EndReason::Closed);
+    assert_eq!(s.spliced, 30_000);
+    // One pipe per burst: each was closed while the tunnel was quiet.
+    assert!(s.pipes >= 3, "{} pipes", s.pipes);
 }
