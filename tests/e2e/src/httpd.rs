@@ -196,6 +196,76 @@ impl Flavor {
             .map(|p| format!("LoadModule mpm_{mpm}_module \"{}\"", p.display()))
     }
 
+    /// The name `<IfModule>` knows `mpm` by: `mpm_prefork_module` (2.4), `prefork.c` (2.2).
+    pub fn mpm_module_name(&self, mpm: &str) -> String {
+        if self.is_24() {
+            format!("mpm_{mpm}_module")
+        } else {
+            format!("{mpm}.c")
+        }
+    }
+
+    /// The directive limiting simultaneous connections: `MaxRequestWorkers` (2.4),
+    /// `MaxClients` (2.2).
+    pub fn max_workers_directive(&self) -> &'static str {
+        if self.is_24() {
+            "MaxRequestWorkers"
+        } else {
+            "MaxClients"
+        }
+    }
+
+    /// `directives` (one per line) inside `<IfModule>` for `mpm`, under the name this httpd
+    /// knows it by; `MaxRequestWorkers` is written `MaxClients` on 2.2.
+    pub fn if_mpm(&self, mpm: &str, directives: &str) -> String {
+        let mut s = format!("<IfModule {}>\n", self.mpm_module_name(mpm));
+        for l in directives.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let l = match l.strip_prefix("MaxRequestWorkers") {
+                Some(rest) => format!("{}{rest}", self.max_workers_directive()),
+                None => l.to_string(),
+            };
+            let _ = writeln!(s, "  {l}");
+        }
+        s.push_str("</IfModule>\n");
+        s
+    }
+
+    /// MPM settings for exactly one child process for the whole run (so that per-process
+    /// descriptor counts compare): event/worker with 16 threads; prefork with one process,
+    /// which serves one connection at a time.
+    pub fn one_child_tuning(&self) -> String {
+        let threaded = "StartServers 1\nServerLimit 1\nThreadsPerChild 16\nMinSpareThreads 1\n\
+                        MaxSpareThreads 16\nMaxRequestWorkers 16\n";
+        let mut s = self.if_mpm(
+            "prefork",
+            "StartServers 1\nMinSpareServers 1\nMaxSpareServers 1\nServerLimit 1\n\
+             MaxRequestWorkers 1\n",
+        );
+        s.push_str(&self.if_mpm("worker", threaded));
+        s.push_str(&self.if_mpm("event", threaded));
+        s
+    }
+
+    /// Whether an error-log line may come from `module` ("proxy_wstunnel", "proxy_http", ...):
+    /// 2.4 tags every line `[module:level]`; 2.2's lines carry no module tag (debug lines name
+    /// a source file, other levels nothing), so there every line may, and the message itself
+    /// has to tell.
+    pub fn log_line_from(&self, line: &str, module: &str) -> bool {
+        if self.is_24() {
+            line.contains(&format!("[{module}:"))
+        } else {
+            true
+        }
+    }
+
+    /// The level of an error-log line: `debug` from `[Sat ...] [proxy:debug] ...` (2.4) or
+    /// from `[Sat ...] [debug] ...` (2.2).
+    pub fn log_line_level<'a>(&self, line: &'a str) -> Option<&'a str> {
+        let rest = &line[line.find("] [")? + 3..];
+        let tag = &rest[..rest.find(']')?];
+        tag.rsplit(':').next()
+    }
+
     /// Small process/thread limits so that many instances fit on 2 cores.
     fn mpm_tuning(&self) -> String {
         let (prefork, threaded, max_workers) = if self.is_24() {
@@ -334,6 +404,7 @@ pub struct HttpdBuilder {
     extra_ports: Vec<String>,
     pki: Option<Pki>,
     fallback_directive: bool,
+    one_child: bool,
 }
 
 impl Default for HttpdBuilder {
@@ -348,6 +419,7 @@ impl Default for HttpdBuilder {
             extra_ports: Vec::new(),
             pki: None,
             fallback_directive: true,
+            one_child: false,
         }
     }
 }
@@ -405,6 +477,13 @@ impl HttpdBuilder {
         self
     }
 
+    /// One child process for the whole run ([`Flavor::one_child_tuning`]): per-process
+    /// descriptor counts compare. Under prefork that child serves one connection at a time.
+    pub fn one_child(mut self) -> Self {
+        self.one_child = true;
+        self
+    }
+
     /// Write the config and start httpd; panics (with the error log) if it does not come up.
     pub fn start(self) -> Httpd {
         let mut last_err = String::new();
@@ -453,6 +532,8 @@ impl HttpdBuilder {
                     .filter(|s| !s.trim().is_empty())
             })
             .unwrap_or_else(|| "event".into());
+        // 2.2: the MPM is compiled in, whatever was asked for.
+        let mpm = flavor.builtin_mpm.clone().unwrap_or(mpm);
 
         let conf = self.render(flavor, &dir, &ports, &mpm, &pki)?;
         let conf_path = dir.join("httpd.conf");
@@ -603,6 +684,9 @@ impl HttpdBuilder {
         c.push_str(&f.log_level(&self.log_level));
         c.push('\n');
         c.push_str(&f.mpm_tuning());
+        if self.one_child {
+            c.push_str(&f.one_child_tuning());
+        }
         let _ = writeln!(
             c,
             "<Directory \"{d}/htdocs\">\n    {}\n</Directory>",
@@ -784,6 +868,22 @@ impl Httpd {
             self.error_log()
                 .lines()
                 .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_string)
+        })
+    }
+    /// Wait until one error-log line from `module` ([`Flavor::log_line_from`]: on 2.2 any
+    /// line) contains every one of `needles`; returns that line.
+    pub fn wait_module_line(
+        &self,
+        timeout: Duration,
+        module: &str,
+        needles: &[&str],
+    ) -> Option<String> {
+        let f = Flavor::get();
+        crate::wait_for(timeout, || {
+            self.error_log()
+                .lines()
+                .find(|l| f.log_line_from(l, module) && needles.iter().all(|n| l.contains(n)))
                 .map(str::to_string)
         })
     }
@@ -1014,6 +1114,40 @@ mod tests {
             fake((2, 4, 1)).log_level("warn proxy:trace2"),
             "LogLevel warn proxy:trace2"
         );
+    }
+
+    #[test]
+    fn mpm_blocks_and_one_child() {
+        let (f22, f24) = (fake((2, 2, 15)), fake((2, 4, 62)));
+        assert_eq!(
+            f22.if_mpm("worker", "StartServers 2\nMaxRequestWorkers 8\n"),
+            "<IfModule worker.c>\n  StartServers 2\n  MaxClients 8\n</IfModule>\n"
+        );
+        assert_eq!(
+            f24.if_mpm("prefork", "MaxRequestWorkers 8"),
+            "<IfModule mpm_prefork_module>\n  MaxRequestWorkers 8\n</IfModule>\n"
+        );
+        let c = f22.one_child_tuning();
+        assert!(c.contains("<IfModule prefork.c>\n  StartServers 1\n"), "{c}");
+        assert!(c.contains("  ServerLimit 1\n  MaxClients 1\n"), "{c}");
+        assert!(!c.contains("MaxRequestWorkers") && !c.contains("mpm_"), "{c}");
+        let c = f24.one_child_tuning();
+        assert!(c.contains("<IfModule mpm_event_module>\n  StartServers 1\n"), "{c}");
+        assert!(!c.contains("MaxClients") && !c.contains(".c>"), "{c}");
+    }
+
+    #[test]
+    fn error_log_lines() {
+        let (f22, f24) = (fake((2, 2, 15)), fake((2, 4, 62)));
+        let l24 = "[Sat Nov 21 13:18:37.123456 2026] [proxy_wstunnel:debug] [pid 1:tid 2] wst_handler.c(644): [client 127.0.0.1:5] AH02451: serving URL ws://x/";
+        let l22 = "[Sat Nov 21 13:18:37 2026] [debug] wst_handler.c(644): [client 127.0.0.1] AH02451: serving URL ws://x/";
+        let e22 = "[Sat Nov 21 13:18:37 2026] [error] [client 127.0.0.1] AH02452: failed";
+        assert_eq!(f24.log_line_level(l24), Some("debug"));
+        assert_eq!(f22.log_line_level(l22), Some("debug"));
+        assert_eq!(f22.log_line_level(e22), Some("error"));
+        assert!(f24.log_line_from(l24, "proxy_wstunnel"));
+        assert!(!f24.log_line_from(l24, "proxy"));
+        assert!(f22.log_line_from(l22, "proxy_wstunnel") && f22.log_line_from(e22, "proxy"));
     }
 
     #[test]

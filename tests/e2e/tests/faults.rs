@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use wst_e2e::client::{End, RawClient};
 use wst_e2e::faults::{
-    assert_released, close_wait, rst, After, Baseline, Behaviour, FaultBackend, ONE_CHILD,
-    SHORT_TIMEOUTS,
+    assert_released, close_wait, rst, After, Baseline, Behaviour, FaultBackend, SHORT_TIMEOUTS,
 };
 use wst_e2e::procfs::total_rss_kib;
 use wst_e2e::ws::{self, OP_BINARY, OP_TEXT};
@@ -26,9 +25,10 @@ const TUNNEL_LOG: &str = "CustomLog \"{DIR}/logs/tunnel.log\" \"%>s end=%{wstunn
 
 fn start(backend_port: u16, extra: &str) -> Httpd {
     Httpd::builder()
+        .one_child()
         .var("BACKEND_PORT", backend_port)
         .config(&format!(
-            "{ONE_CHILD}{SHORT_TIMEOUTS}{TUNNEL_LOG}{extra}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/ retry=0\n"
+            "{SHORT_TIMEOUTS}{TUNNEL_LOG}{extra}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/ retry=0\n"
         ))
         .start()
 }
