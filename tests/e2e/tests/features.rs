@@ -1721,3 +1721,183 @@ CustomLog "{DIR}/logs/notes.log" wstnotes
     assert_eq!(n.closed_first, "client", "{n:?}");
     assert_eq!(n.end, "closed", "{n:?}");
 }
+
+/// Without any cap (nothing refuses, so nothing else looks for dead children), the count that
+/// mod_status shows must still drop when a child dies with a tunnel open. The MPMs are tuned
+/// so that killing one child needs no replacement (enough idle capacity).
+fn status_count_recovers_without_a_cap(mpm: &str) {
+    if !ours() || !need_module("status") {
+        return;
+    }
+    if !Httpd::flavor().supports_mpm(mpm) {
+        eprintln!("SKIP: this httpd cannot run the {mpm} MPM");
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .mpm(mpm)
+        .module("status")
+        .var("BACKEND_PORT", b.port())
+        .config(
+            r#"
+<IfModule prefork.c>
+    StartServers 5
+    MinSpareServers 1
+    MaxSpareServers 10
+</IfModule>
+<IfModule worker.c>
+    StartServers 3
+    ThreadsPerChild 4
+    MinSpareThreads 1
+    MaxSpareThreads 16
+</IfModule>
+<IfModule event.c>
+    StartServers 3
+    ThreadsPerChild 4
+    MinSpareThreads 1
+    MaxSpareThreads 16
+</IfModule>
+<Location /server-status>
+    SetHandler server-status
+</Location>
+ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
+"#,
+        )
+        .start();
+    let t = h.target();
+    if mpm == "prefork" {
+        let _ = wst_e2e::wait_for(WAIT, || (h.child_pids().len() >= 5).then_some(()));
+    }
+    let mut victim = open_tunnel(&t, "/ws/echo", 0);
+    assert_eq!(counts(&t).0, 1);
+    let pid = serving_child(&h, local_port(victim.get_ref())).expect("serving child");
+    // SAFETY: kill only sends SIGKILL to a child of the httpd this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert!(victim.read().is_err());
+    drop(victim);
+    let mut last = (0, 0, 0);
+    let ok = wst_e2e::wait_for(WAIT, || {
+        last = counts(&t);
+        (last.0 == 0).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "{mpm}: WebSocketTunnels still {} {WAIT:?} after child {pid} died with the only \
+         tunnel (open, total, refused) = {last:?}; children now {:?}",
+        last.0,
+        h.child_pids()
+    );
+}
+
+#[test]
+fn status_count_recovers_without_a_cap_prefork() {
+    status_count_recovers_without_a_cap("prefork");
+}
+
+#[test]
+fn status_count_recovers_without_a_cap_worker() {
+    status_count_recovers_without_a_cap("worker");
+}
+
+#[test]
+fn status_count_recovers_without_a_cap_event() {
+    status_count_recovers_without_a_cap("event");
+}
+
+/// The cap is about this module's tunnels: requests it never tunnels are not refused by it,
+/// even with the cap reached. Upgrades through a balancer of http:// members without
+/// ProxyWebsocketUpgrade (mod_proxy_http's), and an h2c upgrade on a ProxyWebsocketUpgrade
+/// route (a plain request for mod_proxy_http).
+#[test]
+fn max_tunnels_refuses_only_what_this_module_tunnels() {
+    if !ours() || !need_module("proxy_balancer") {
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .module("proxy_balancer")
+        .var("BACKEND_PORT", b.port())
+        .config(
+            r#"
+ProxyWebsocketMaxTunnels 1
+<Proxy "balancer://httpgroup">
+    BalancerMember "http://127.0.0.1:{BACKEND_PORT}"
+</Proxy>
+ProxyPass /httpbal/ balancer://httpgroup/httpbal/
+ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
+<Location /up/>
+    ProxyWebsocketUpgrade On
+</Location>
+ProxyPass /up/ http://127.0.0.1:{BACKEND_PORT}/up/
+"#,
+        )
+        .start();
+    let t = h.target();
+    let mut full = open_tunnel(&t, "/ws/echo", 0);
+    assert_refused_by_cap(&t, "/ws/over");
+
+    let mut problems = Vec::new();
+    for br in Browser::ALL {
+        let req = UpgradeRequest::new("/httpbal/echo", &t.host, br);
+        let (mut r, mut c) = try_upgrade(&t, &req).unwrap();
+        let _ = c.read_body(&mut r, false);
+        if r.status == 503 {
+            problems.push(format!(
+                "{br:?} upgrade through a balancer of http:// members (not this module's) \
+                 refused by ProxyWebsocketMaxTunnels:\n{}",
+                r.head
+            ));
+        }
+    }
+    let req = UpgradeRequest::plain_get("/up/h2c", &t.host)
+        .header("Connection", "Upgrade, HTTP2-Settings, close")
+        .header("Upgrade", "h2c")
+        .header("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA");
+    let r = wst_e2e::client::http_request(&t, &req).unwrap();
+    if (r.status, r.body_str()) != (200, "plain GET /up/h2c\n".to_string()) {
+        problems.push(format!(
+            "h2c upgrade on a ProxyWebsocketUpgrade route (mod_proxy_http's plain request) \
+             answered {} with the cap reached:\n{}",
+            r.status, r.head
+        ));
+    }
+    close(&mut full);
+    assert!(
+        problems.is_empty(),
+        "{}\nerror log:\n{}",
+        problems.join("\n"),
+        h.error_log()
+    );
+}
+
+/// A refused Origin is a 403 whatever the tunnel count: with the cap reached, a cross-site
+/// upgrade is still refused for its Origin (403, WST042), not counted as a cap refusal.
+#[test]
+fn refused_origin_is_403_even_with_the_cap_reached() {
+    if !ours() || !need_module("status") {
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .module("status")
+        .var("BACKEND_PORT", b.port())
+        .config(STATUS)
+        .config("ProxyWebsocketAllowOrigin same\n")
+        .start();
+    let t = h.target();
+    let mut a = open_tunnel(&t, "/ws/echo", 0);
+    let mut b2 = open_tunnel(&t, "/ws/echo", 1);
+    let req = UpgradeRequest::new("/ws/cross-site", &t.host, Browser::Chrome)
+        .set("Origin", "https://evil.example");
+    let (mut r, mut c) = try_upgrade(&t, &req).unwrap();
+    let _ = c.read_body(&mut r, false);
+    let refused = counts(&t).2;
+    close(&mut a);
+    close(&mut b2);
+    assert_eq!(
+        r.status, 403,
+        "cross-site upgrade with the cap reached:\n{}",
+        r.head
+    );
+    assert_eq!(refused, 0, "a forbidden Origin counted as a cap refusal");
+}
