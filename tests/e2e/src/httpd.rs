@@ -1128,11 +1128,20 @@ mod tests {
             "<IfModule mpm_prefork_module>\n  MaxRequestWorkers 8\n</IfModule>\n"
         );
         let c = f22.one_child_tuning();
-        assert!(c.contains("<IfModule prefork.c>\n  StartServers 1\n"), "{c}");
+        assert!(
+            c.contains("<IfModule prefork.c>\n  StartServers 1\n"),
+            "{c}"
+        );
         assert!(c.contains("  ServerLimit 1\n  MaxClients 1\n"), "{c}");
-        assert!(!c.contains("MaxRequestWorkers") && !c.contains("mpm_"), "{c}");
+        assert!(
+            !c.contains("MaxRequestWorkers") && !c.contains("mpm_"),
+            "{c}"
+        );
         let c = f24.one_child_tuning();
-        assert!(c.contains("<IfModule mpm_event_module>\n  StartServers 1\n"), "{c}");
+        assert!(
+            c.contains("<IfModule mpm_event_module>\n  StartServers 1\n"),
+            "{c}"
+        );
         assert!(!c.contains("MaxClients") && !c.contains(".c>"), "{c}");
     }
 

@@ -265,9 +265,10 @@ fn wait_tunnels_closed(h: &Httpd, n: usize, what: &str) {
 }
 
 fn tunnels_closed(h: &Httpd) -> usize {
+    let f = Httpd::flavor();
     h.error_log()
         .lines()
-        .filter(|l| l.contains("[proxy_wstunnel:") && l.contains("tunnel closed"))
+        .filter(|l| f.log_line_from(l, "proxy_wstunnel") && l.contains("tunnel closed"))
         .count()
 }
 
