@@ -71,11 +71,18 @@ pub struct FaultBackend {
     accept: Option<JoinHandle<()>>,
 }
 
-/// Longest any backend connection lives.
+/// Longest a backend connection lives by default (see [`FaultBackend::start_for`]).
 const CONN_LIMIT: Duration = Duration::from_secs(20);
 
 impl FaultBackend {
+    /// A backend whose connections live at most 20 s, accepting for 2 minutes.
     pub fn start(behaviour: Behaviour) -> FaultBackend {
+        Self::start_for(behaviour, CONN_LIMIT)
+    }
+
+    /// A backend whose connections live at most `lifetime`, accepting for `lifetime` plus
+    /// 2 minutes (long runs such as the soak).
+    pub fn start_for(behaviour: Behaviour, lifetime: Duration) -> FaultBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
@@ -85,13 +92,15 @@ impl FaultBackend {
         let accept = std::thread::spawn(move || {
             let started = Instant::now();
             let mut conns = Vec::new();
-            while !stop2.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120) {
+            while !stop2.load(Ordering::Relaxed)
+                && started.elapsed() < lifetime + Duration::from_secs(120)
+            {
                 match listener.accept() {
                     Ok((s, _)) => {
                         let rec = Arc::new(Mutex::new(Seen::default()));
                         seen2.lock().unwrap().push(rec.clone());
                         let (b, st) = (behaviour.clone(), stop2.clone());
-                        conns.push(std::thread::spawn(move || serve(s, b, rec, st)));
+                        conns.push(std::thread::spawn(move || serve(s, b, rec, st, lifetime)));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(5))
@@ -179,12 +188,12 @@ fn io_end(e: &io::Error) -> String {
 }
 
 /// Read until EOF/reset/stop, counting bytes (echoing them when `echo`).
-fn drain(s: &mut TcpStream, rec: &Mutex<Seen>, stop: &AtomicBool, echo: bool) {
+fn drain(s: &mut TcpStream, rec: &Mutex<Seen>, stop: &AtomicBool, echo: bool, limit: Duration) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let started = Instant::now();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if stop.load(Ordering::Relaxed) || started.elapsed() > CONN_LIMIT {
+        if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
             set_end(rec, "dropped");
             return;
         }
@@ -216,9 +225,9 @@ fn drain(s: &mut TcpStream, rec: &Mutex<Seen>, stop: &AtomicBool, echo: bool) {
     }
 }
 
-fn hold(rec: &Mutex<Seen>, stop: &AtomicBool) {
+fn hold(rec: &Mutex<Seen>, stop: &AtomicBool, limit: Duration) {
     let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < CONN_LIMIT {
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(20));
     }
     set_end(rec, "dropped");
@@ -243,7 +252,13 @@ fn response_101(request: &[u8]) -> Vec<u8> {
     .into_bytes()
 }
 
-fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+fn serve(
+    mut s: TcpStream,
+    b: Behaviour,
+    rec: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
     // The request head.
@@ -255,7 +270,7 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
             let extra = head.split_off(end);
             break extra;
         }
-        if stop.load(Ordering::Relaxed) || started.elapsed() > CONN_LIMIT {
+        if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
             set_end(&rec, "dropped");
             return;
         }
@@ -285,7 +300,7 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
     }
     let resp = response_101(&head);
     match b {
-        Behaviour::NoAnswer => hold(&rec, &stop),
+        Behaviour::NoAnswer => hold(&rec, &stop, limit),
         Behaviour::CloseBeforeAnswer { rst: true } => {
             set_end(&rec, "closed-by-backend");
             rst(s);
@@ -304,7 +319,7 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
                 }
                 std::thread::sleep(Duration::from_millis(byte_ms));
             }
-            drain(&mut s, &rec, &stop, true);
+            drain(&mut s, &rec, &stop, true, limit);
         }
         Behaviour::LateUpgrade { delay_ms } => {
             std::thread::sleep(Duration::from_millis(delay_ms));
@@ -312,7 +327,7 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
                 set_end(&rec, "write-error during the 101");
                 return;
             }
-            drain(&mut s, &rec, &stop, true);
+            drain(&mut s, &rec, &stop, true, limit);
         }
         Behaviour::Upgrade { then } => {
             if s.write_all(&resp).is_err() {
@@ -320,7 +335,7 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
                 return;
             }
             match then {
-                After::Echo => drain(&mut s, &rec, &stop, true),
+                After::Echo => drain(&mut s, &rec, &stop, true, limit),
                 After::SendThenRst(bytes) => {
                     let _ = s.write_all(&bytes);
                     rec.lock().unwrap().bytes_sent = bytes.len() as u64;
@@ -334,15 +349,15 @@ fn serve(mut s: TcpStream, b: Behaviour, rec: Arc<Mutex<Seen>>, stop: Arc<Atomic
                     let _ = s.write_all(&bytes);
                     rec.lock().unwrap().bytes_sent = bytes.len() as u64;
                     let _ = s.shutdown(Shutdown::Write);
-                    drain(&mut s, &rec, &stop, false);
+                    drain(&mut s, &rec, &stop, false, limit);
                 }
-                After::NeverRead => hold(&rec, &stop),
+                After::NeverRead => hold(&rec, &stop, limit),
                 After::Flood(size) => {
                     let frame = ws::server_frame(ws::OP_BINARY, &vec![b'f'; size]);
                     let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
                     let t0 = Instant::now();
                     loop {
-                        if stop.load(Ordering::Relaxed) || t0.elapsed() > CONN_LIMIT {
+                        if stop.load(Ordering::Relaxed) || t0.elapsed() > limit {
                             set_end(&rec, "dropped");
                             break;
                         }

@@ -801,3 +801,70 @@ fn client_never_reads() {
     );
     eprintln!("  httpd child RSS {rss0} KiB at the start, max {rss_max} KiB (+{growth} KiB)");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stopping httpd while tunnels carry traffic
+// ---------------------------------------------------------------------------------------------
+
+/// Open `n` tunnels on `h` and keep echo traffic on all of them (one 1 KiB frame in flight per
+/// tunnel) until `stop` is set or the connections end. Returns the number of messages echoed.
+fn traffic_until(
+    h: &Httpd,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let port = h.port();
+    std::thread::spawn(move || {
+        let frame = ws::client_frame(OP_BINARY, &[b'q'; 1024]);
+        let mut conns = Vec::new();
+        for i in 0..n {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(&upgrade(&format!("/ws/stop/{i}")).to_bytes()).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while ws::head_end(&head).is_none() {
+                let k = s.read(&mut b).unwrap();
+                assert!(k > 0);
+                head.extend_from_slice(&b[..k]);
+            }
+            assert!(head.starts_with(b"HTTP/1.1 101"));
+            conns.push(s);
+        }
+        let mut msgs = 0u64;
+        let mut buf = vec![0u8; frame.len()];
+        'outer: while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for s in conns.iter_mut() {
+                if s.write_all(&frame).is_err() || s.read_exact(&mut buf).is_err() {
+                    break 'outer;
+                }
+                msgs += 1;
+            }
+        }
+        msgs
+    })
+}
+
+/// httpd stopped (SIGTERM, as `apachectl -k stop`) while 200 tunnels carry traffic: every
+/// child exits cleanly (no "exit signal" in the error log) and no SIGKILL is needed.
+#[test]
+fn stop_while_200_tunnels_carry_traffic() {
+    let b = FaultBackend::start(Behaviour::Upgrade { then: After::Echo });
+    let mut h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config(&format!(
+            "<IfModule mpm_event_module>\n  StartServers 4\n  ServerLimit 4\n  ThreadsPerChild 64\n  ThreadLimit 64\n  MaxRequestWorkers 256\n  MaxSpareThreads 256\n</IfModule>\n{SHORT_TIMEOUTS}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n"
+        ))
+        .start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t = traffic_until(&h, 200, stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let r = h.stop();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let msgs = t.join().unwrap();
+    let log = h.error_log();
+    let crashes: Vec<&str> = log.lines().filter(|l| l.contains("exit signal")).collect();
+    eprintln!("stop with 200 busy tunnels: {msgs} messages echoed, stopped in {:?}, crashes {crashes:?}", r.elapsed);
+    assert!(crashes.is_empty(), "children crashed on stop:\n{}", crashes.join("\n"));
+    assert!(!r.killed, "SIGKILL was needed");
+}
