@@ -135,6 +135,12 @@ fn canonical_path_and_query_match_proxy_http() {
         .var("BACKEND_PORT", b.port())
         .config(ROUTES)
         .start();
+    // MergeSlashes (2.4.39+, on by default) merges them; older httpd keeps them.
+    let double_slash = if Httpd::flavor().version >= (2, 4, 39) {
+        "/a/b"
+    } else {
+        "/a//b"
+    };
     compare(
         &h,
         &b,
@@ -147,7 +153,7 @@ fn canonical_path_and_query_match_proxy_http() {
             case(b"%7Euser/a%41b%2d", Some("/~user/aAb-")),
             // dot segments and double slashes
             case(b"a/./b/../c", Some("/a/c")),
-            case(b"a//b", Some("/a/b")),
+            case(b"a//b", Some(double_slash)),
             // reserved characters that were encoded stay encoded
             case(b"a%3Fb%23c%25d", Some("/a%3Fb%23c%25d")),
             // sub-delims and ':' '@' are allowed in a path as they are
@@ -196,12 +202,19 @@ fn proxypassmatch_backreferences_match_proxy_http() {
 }
 
 /// AllowEncodedSlashes NoDecode: %2F stays %2F (2.4.57+: not double-encoded to %252F).
+/// NoDecode is 2.2.18+/2.3.12+: older httpd is checked with `On` (accepted, then decoded).
 #[test]
 fn encoded_slashes_nodecode_match_proxy_http() {
+    let v = Httpd::flavor().version;
+    let mode = if v >= (2, 3, 12) || ((2, 2, 18)..(2, 3, 0)).contains(&v) {
+        "NoDecode"
+    } else {
+        "On"
+    };
     let b = WstEcho::start();
     let h = Httpd::builder()
         .var("BACKEND_PORT", b.port())
-        .config(&format!("AllowEncodedSlashes NoDecode\n{ROUTES}"))
+        .config(&format!("AllowEncodedSlashes {mode}\n{ROUTES}"))
         .start();
     let want = if Httpd::flavor().version >= (2, 4, 57) {
         Some("/a%2Fb/c")
@@ -311,22 +324,35 @@ RewriteRule ^/rwq/(.*)$ ws://127.0.0.1:{BACKEND_PORT}/x?q=$1 [P]
         p.extend_from_slice(bad);
         let (status, line) = through_t(&t, &b, &p, true);
         let shown = String::from_utf8_lossy(&p).into_owned();
-        assert_eq!(status, 403, "{shown}: expected 403");
+        // 2.2's mod_rewrite: `.` does not match a decoded LF, so the rule does not apply and
+        // the request never reaches a proxy (404 from the file system).
+        let not_rewritten = !Httpd::flavor().is_24() && bad.windows(3).any(|w| w == b"%0A");
+        if not_rewritten {
+            assert_eq!(status, 404, "{shown}: expected 404 (rule not applied)");
+        } else {
+            assert_eq!(status, 403, "{shown}: expected 403");
+        }
         assert_eq!(line, None, "{shown}: the backend got a request");
-        // mod_proxy_http refuses the same (reference behaviour)
+        // mod_proxy_http refuses the same (reference behaviour) since 2.4.57; older
+        // mod_proxy_http forwards it (CVE-2023-25690's family), which is not checked here.
         let mut p = b"/rwnehttp/".to_vec();
         p.extend_from_slice(bad);
         let (status, line) = through_t(&t, &b, &p, false);
-        assert_eq!(
-            (status, line),
-            (403, None),
-            "proxy_http reference for {shown}"
-        );
+        if Httpd::flavor().version >= (2, 4, 57) {
+            assert_eq!(
+                (status, line),
+                (403, None),
+                "proxy_http reference for {shown}"
+            );
+        } else {
+            eprintln!("{shown}: mod_proxy_http (before 2.4.57): {status} {line:?}");
+        }
     }
     assert!(
-        h.wait_error_line(
+        h.wait_module_line(
             Duration::from_secs(3),
-            &["proxy_wstunnel", "AH10419", "control characters or spaces"]
+            "proxy_wstunnel",
+            &["AH10419", "control characters or spaces"]
         )
         .is_some(),
         "no AH10419 error from proxy_wstunnel"
@@ -339,13 +365,38 @@ RewriteRule ^/rwq/(.*)$ ws://127.0.0.1:{BACKEND_PORT}/x?q=$1 [P]
         "/rwhttp/",
         &[case(b"a%20b", Some("/a%20b")), case(b"ok%41", Some("/okA"))],
     );
-    // A decoded space in a query built by mod_rewrite: refused by mod_rewrite (AH10410) before
-    // the proxy; documented here, as this is why no client can bring one to our canon step.
+    // A decoded space in a query built by mod_rewrite: refused by mod_rewrite (AH10410, 2.4.56+)
+    // before the proxy; documented here, as this is why no client can bring one to our canon
+    // step there. Older mod_rewrite passes it on, and this module refuses it (AH10409).
     let (status, line) = through_t(&t, &b, b"/rwq/a%20b", true);
     assert_eq!((status, line), (403, None), "/rwq/a%20b");
-    // A raw control character in the request line is a 400 from httpd's parser.
-    let (status, line) = through_t(&t, &b, b"/rw/a\x01b", true);
-    assert_eq!((status, line), (400, None), "raw CTL in the request line");
+    let v = Httpd::flavor().version;
+    if v < (2, 4, 56) {
+        assert!(
+            h.wait_module_line(
+                Duration::from_secs(3),
+                "proxy_wstunnel",
+                &["AH10409", "control characters or spaces"]
+            )
+            .is_some(),
+            "no AH10409 error from proxy_wstunnel for /rwq/a%20b"
+        );
+    }
+    // A raw control character in the request line is a 400 from httpd's parser (strict
+    // parsing, HttpProtocolOptions: 2.4.25+, 2.2.32+). Older parsers accept it; then it is
+    // canonicalised (%01) like mod_proxy_http does.
+    if v >= (2, 4, 25) || ((2, 2, 32)..(2, 3, 0)).contains(&v) {
+        let (status, line) = through_t(&t, &b, b"/rw/a\x01b", true);
+        assert_eq!((status, line), (400, None), "raw CTL in the request line");
+    } else {
+        compare(
+            &h,
+            &b,
+            "/rw/",
+            "/rwhttp/",
+            &[case(b"a\x01b", Some("/a%01b"))],
+        );
+    }
 }
 
 /// The scheme's default port is dropped from the canonical URL (`ws://127.0.0.1:80/` is
@@ -357,11 +408,16 @@ fn default_ports_are_omitted() {
     if b80.is_none() {
         eprintln!("note: port 80 not bindable here; checking the canonical URLs only");
     }
-    let h = Httpd::builder()
-        .module("ssl")
+    // Without mod_ssl (2.2.15 built here) the wss:// route still gets its canonical URL; the
+    // connection then fails (500), which is not what this test looks at.
+    let ssl = Httpd::flavor().has_module("ssl");
+    let mut builder = Httpd::builder();
+    if ssl {
+        builder = builder.module("ssl").config("SSLProxyEngine on\n");
+    }
+    let h = builder
         .config(
-            "SSLProxyEngine on\n\
-             ProxyPass /p80/ ws://127.0.0.1:80/\n\
+            "ProxyPass /p80/ ws://127.0.0.1:80/\n\
              ProxyPass /p443/ wss://127.0.0.1:443/\n\
              ProxyPass /v6/ ws://[::1]:8080/\n",
         )
@@ -400,7 +456,7 @@ fn default_ports_are_omitted() {
             .unwrap();
         let _ = c.read_head();
         assert!(
-            h.wait_error_line(Duration::from_secs(3), &["proxy_wstunnel", want])
+            h.wait_module_line(Duration::from_secs(3), "proxy_wstunnel", &[want])
                 .is_some(),
             "{path}: no debug line {want:?}"
         );
