@@ -36,7 +36,6 @@ static void wst_child_init(apr_pool_t *pchild, server_rec *s)
 
 static void wst_register_hooks(apr_pool_t *p)
 {
-    static const char *const before_proxy[] = { "mod_proxy.c", NULL };
     /* Ahead of mod_proxy_http, which also claims ws:// on 2.4.47+. */
     static const char *const succ[] = { "mod_proxy_http.c", NULL };
 
@@ -44,7 +43,6 @@ static void wst_register_hooks(apr_pool_t *p)
     ap_hook_pre_config(wst_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(wst_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wst_child_init, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_handler(wst_admission_handler, NULL, before_proxy, APR_HOOK_FIRST);
     wst_limits_register_hooks();
     proxy_hook_scheme_handler(wst_handler, NULL, succ, APR_HOOK_FIRST);
     proxy_hook_canon_handler(wst_canon, NULL, succ, APR_HOOK_FIRST);

@@ -641,6 +641,15 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         }
     }
 
+    if (wst_tunnel_admit(r) != OK) {
+        /* Answered here rather than returned: mod_proxy would take a 503
+         * from a scheme handler for a failed backend and put a balancer
+         * member in error. */
+        r->status = HTTP_SERVICE_UNAVAILABLE;
+        ap_send_error_response(r, 0);
+        return DONE;
+    }
+
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(02451)
                   "serving URL %s", url);
 

@@ -201,6 +201,7 @@ static int wst_status_hook(request_rec *r, int flags)
     if (!counters) {
         return OK;
     }
+    wst_reap();                    /* children that died with tunnels open */
     open = apr_atomic_read32(&counters->open);
     total = apr_atomic_read32(&counters->total);
     refused = apr_atomic_read32(&counters->refused);

@@ -237,36 +237,3 @@ int wst_translate_upgrade_required(request_rec *r)
     return wst_upgrade_required(r, "websocket");
 }
 
-int wst_admission_handler(request_rec *r)
-{
-    wst_dir_conf *dconf;
-    wst_request_check check;
-    wst_header *headers;
-    size_t n = 0;
-    const char *url;
-    wst_str none = { "", 0 };
-    int status;
-
-    if (r->main || !r->handler || strcmp(r->handler, "proxy-server") != 0
-            || !r->filename || strncmp(r->filename, "proxy:", 6) != 0
-            || !apr_table_get(r->headers_in, "Upgrade")) {
-        return DECLINED;
-    }
-    url = r->filename + 6;
-    dconf = ap_get_module_config(r->per_dir_config, &proxy_wstunnel_module);
-    if (!wst_scheme_of(url) && WST_CASECMPN(url, "balancer:", 9) != 0
-            && !(dconf->upgrade_http == 1
-                 && (WST_CASECMPN(url, "http:", 5) == 0
-                     || WST_CASECMPN(url, "https:", 6) == 0))) {
-        return DECLINED;
-    }
-    headers = wst_request_headers(r, &n);
-    memset(&check, 0, sizeof(check));
-    if (wst_check_request(wst_s(r->method), r->proto_num, headers, n, none,
-                          &check) != WST_OK
-            || check.verdict == WST_UPGRADE_NONE) {
-        return DECLINED;
-    }
-    status = wst_tunnel_admit(r);
-    return status == OK ? DECLINED : status;
-}

@@ -101,10 +101,7 @@ int wst_canon(request_rec *r, char *url);
 int wst_check_trans(request_rec *r, const char *url);
 #endif
 int wst_translate_upgrade_required(request_rec *r);
-/* Handler hook ahead of mod_proxy's: counts (and caps) upgrade requests
- * before mod_proxy picks a worker, so a refusal never marks a balancer
- * member in error. */
-int wst_admission_handler(request_rec *r);
+
 /* 1 for ws:, 2 for wss:, 0 otherwise */
 int wst_scheme_of(const char *url);
 /* Answer 426 with the Upgrade the route expects. */
