@@ -238,12 +238,37 @@ typedef struct wst_endpoint {
     size_t buf_len;
 } wst_endpoint;
 
+/* What should_stop answers. */
+typedef enum wst_stop {
+    WST_STOP_NO = 0,          /* carry on */
+    WST_STOP_NOW = 1,         /* end the tunnel at once (bare TCP close) */
+    WST_STOP_GOING_AWAY = 2   /* WebSocket tunnels: send Close 1001 to both
+                               * sides at a frame boundary, then end once both
+                               * Closes are through, the peers closed, or
+                               * should_stop says WST_STOP_NOW; plain tunnels:
+                               * as WST_STOP_NOW */
+} wst_stop;
+
 typedef struct wst_tunnel_config {
     int idle_timeout_ms;  /* end the tunnel after this long without traffic; <= 0: never */
     int tick_ms;          /* how often should_stop is asked; <= 0: 1000 */
     int half_close;       /* 1: forward one side's EOF as a write shutdown and keep the other direction */
     void *stop_ctx;
-    int (*should_stop)(void *stop_ctx);  /* may be NULL; non-zero ends the tunnel */
+    int (*should_stop)(void *stop_ctx);  /* may be NULL; returns a wst_stop */
+    /* 1: both directions carry RFC 6455 frames (a WebSocket upgrade): track
+     * frame boundaries (headers only), count messages, note Close codes.
+     * Must never change the bytes relayed except as described below. */
+    int websocket;
+    /* websocket only: after this long without traffic, send a Ping to both
+     * sides at a frame boundary (the answering Pongs are consumed, never
+     * relayed); no answer from a side within the same interval ends the
+     * tunnel with Close 1001 to both sides (WST_END_PING_TIMEOUT). 0: off. */
+    int ping_interval_ms;
+    /* websocket only: at the idle timeout send Close 1001 to both sides at
+     * a frame boundary instead of a bare TCP close. */
+    int idle_close_frame;
+    /* Seed for mask keys (frames to the backend are masked) and ping tokens. */
+    uint32_t random_seed;
 } wst_tunnel_config;
 
 typedef enum wst_end_reason {
@@ -251,8 +276,10 @@ typedef enum wst_end_reason {
     WST_END_CLIENT_ERROR = 1,
     WST_END_BACKEND_ERROR = 2,
     WST_END_IDLE = 3,
-    WST_END_STOPPED = 4,   /* should_stop said so */
-    WST_END_POLL_ERROR = 5
+    WST_END_STOPPED = 4,   /* should_stop said WST_STOP_NOW */
+    WST_END_POLL_ERROR = 5,
+    WST_END_PING_TIMEOUT = 6, /* a side did not answer the module's Ping */
+    WST_END_GOING_AWAY = 7    /* should_stop said WST_STOP_GOING_AWAY */
 } wst_end_reason;
 
 typedef struct wst_tunnel_stats {
@@ -263,6 +290,15 @@ typedef struct wst_tunnel_stats {
     int closed_first;             /* 0 neither, 1 client, 2 backend */
     wst_end_reason reason;
     int os_error;                 /* errno of a failure, or 0 */
+    /* websocket only (else 0 / -1): */
+    uint64_t messages_from_client;   /* complete data messages */
+    uint64_t messages_from_backend;
+    int close_code_from_client;      /* code of the Close the client sent, -1 none */
+    int close_code_from_backend;     /* code of the Close the backend sent, -1 none */
+    uint32_t pings_sent;             /* Pings the module injected (both sides) */
+    uint32_t pongs_consumed;         /* answers to them, swallowed */
+    int frames_lost_sync;            /* 1 client, 2 backend, 3 both: a protocol
+                                      * violation stopped tracking that side */
 } wst_tunnel_stats;
 
 /* Run the tunnel until both directions have ended (or an error, the idle

@@ -221,6 +221,14 @@ fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
             EndReason::PollError => wst_end_reason::WST_END_POLL_ERROR,
         },
         os_error: s.os_error,
+        // WebSocket figures: not tracked yet by this tunnel.
+        messages_from_client: 0,
+        messages_from_backend: 0,
+        close_code_from_client: -1,
+        close_code_from_backend: -1,
+        pings_sent: 0,
+        pongs_consumed: 0,
+        frames_lost_sync: 0,
     }
 }
 
