@@ -332,6 +332,11 @@ impl Config {
 /// Pipe capacity when the kernel cannot tell (16 pages).
 const DEFAULT_PIPE_CAP: usize = 16 * 4096;
 
+/// A direction that fills its pipe in one splice asks for a pipe this large
+/// (fewer system calls per byte); refused past the per-user pipe limits,
+/// which then keeps the default.
+const BULK_PIPE_CAP: usize = 256 * 1024;
+
 /// True when descriptor `fd` is in the last eighth (at least 64) of the
 /// process's descriptor limit: too close to leave to pipes.
 fn near_fd_limit(fd: Fd) -> bool {
@@ -372,6 +377,8 @@ struct Dir<'a> {
     pipe_full: bool,
     /// splice is not to be used (any more) in this direction.
     splice_off: bool,
+    /// The pipe was asked to grow already.
+    pipe_grown: bool,
     read: u64,
     written: u64,
     spliced: u64,
@@ -399,6 +406,7 @@ impl<'a> Dir<'a> {
             pipe_cap: DEFAULT_PIPE_CAP,
             pipe_full: false,
             splice_off: false,
+            pipe_grown: false,
             read,
             written: 0,
             spliced: 0,
@@ -557,6 +565,7 @@ impl<'a> Dir<'a> {
                 }
                 Ok(p) => {
                     self.pipe_cap = p.capacity().unwrap_or(DEFAULT_PIPE_CAP);
+                    self.pipe_grown = false;
                     self.pipe = Some(p);
                     self.pipes = self.pipes.saturating_add(1);
                 }
@@ -586,6 +595,13 @@ impl<'a> Dir<'a> {
                 // Filled the pipe: the socket likely has more; read again
                 // (once the pipe has room) without polling first.
                 self.readable = n == room;
+                if n == room && n == self.in_pipe && !self.pipe_grown {
+                    // Bulk traffic: a bigger pipe, if the kernel allows.
+                    self.pipe_grown = true;
+                    if let Some(Ok(cap)) = self.pipe.as_ref().map(|p| p.set_capacity(BULK_PIPE_CAP)) {
+                        self.pipe_cap = cap.max(self.in_pipe);
+                    }
+                }
                 Ok(true)
             }
             sys::FdIo::WouldBlock if self.in_pipe > 0 => {
@@ -677,6 +693,10 @@ impl<'a> Dir<'a> {
     }
 
     /// flush, read, flush. Ok(true) when anything moved or changed.
+    ///
+    /// A source that still may have input (hidden input: TLS records come
+    /// one per read) is read again while the buffer has room, up to
+    /// [`FILLS_PER_PASS`] times, so that the destination gets larger writes.
     fn pass<S, D>(&mut self, src: &mut S, dst: &mut D, closing: bool) -> Result<bool, Broke>
     where
         S: Endpoint + ?Sized,
@@ -688,7 +708,17 @@ impl<'a> Dir<'a> {
         };
         let dst_fd = fds.map(|f| f.1);
         let mut progress = self.flush(dst, dst_fd).map_err(Broke::Dst)?;
-        if self.fill(src, fds, closing).map_err(Broke::Src)? {
+        let mut filled = false;
+        for _ in 0..FILLS_PER_PASS {
+            if !self.fill(src, fds, closing).map_err(Broke::Src)? {
+                break;
+            }
+            filled = true;
+            if self.eof || !self.readable || !self.can_read(closing) {
+                break;
+            }
+        }
+        if filled {
             progress = true;
             progress |= self.flush(dst, dst_fd).map_err(Broke::Dst)?;
         }
@@ -711,6 +741,9 @@ impl Clock {
         self.fallback = self.fallback.saturating_add(ms);
     }
 }
+
+/// Reads of a source with hidden input per pass, before the flush.
+const FILLS_PER_PASS: usize = 8;
 
 /// Passes of "flush, read, flush" per round before the timers and poll()
 /// get their turn.

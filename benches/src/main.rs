@@ -156,6 +156,11 @@ fn run(o: &Opts) -> Result<(), String> {
     std::fs::copy(&env.ours_so, &so).map_err(|e| format!("copy {}: {e}", env.ours_so.display()))?;
     let mut env = env;
     env.ours_so = so;
+    if let Some(alt) = env.alt_so.take() {
+        let so = tmp.path().join("mod_proxy_wstunnel-alt.so");
+        std::fs::copy(&alt, &so).map_err(|e| format!("copy {}: {e}", alt.display()))?;
+        env.alt_so = Some(so);
+    }
     let tls = pki.client_config();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,8 +178,9 @@ fn run(o: &Opts) -> Result<(), String> {
         if o.quick { ", QUICK" } else { "" }
     );
     let mut missing = Vec::new();
-    let kinds: Vec<Kind> = [Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy]
+    let kinds: Vec<Kind> = [Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy, Kind::OursAlt]
         .into_iter()
+        .filter(|k| *k != Kind::OursAlt || env.alt_so.is_some())
         .filter(|k| o.targets.as_ref().is_none_or(|t| t.iter().any(|n| n == k.name())))
         .filter(|k| {
             let ok = env.has(*k);

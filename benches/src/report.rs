@@ -8,7 +8,7 @@ pub const OURS: &str = "ours";
 pub const STOCK_DEFAULT: &str = "stock-default";
 pub const STOCK_LEGACY: &str = "stock-legacy";
 pub const DIRECT: &str = "direct";
-pub const COLUMNS: [&str; 6] = [OURS, STOCK_DEFAULT, STOCK_LEGACY, "nginx", "haproxy", DIRECT];
+pub const COLUMNS: [&str; 7] = [OURS, STOCK_DEFAULT, STOCK_LEGACY, "nginx", "haproxy", DIRECT, "ours-alt"];
 
 #[derive(Clone, Debug)]
 pub struct Metric {
@@ -212,16 +212,21 @@ fn ratio_cell(s: &Option<Spread>) -> String {
 impl Results {
     pub fn table(&self) -> String {
         let mut t = String::new();
+        let cols: Vec<&str> = COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| self.samples.keys().any(|(_, t)| t == c))
+            .collect();
         let _ = writeln!(
             t,
             "| Metric | unit | {} | ours ÷ stock-default | ours ÷ stock-legacy | ours ÷ direct |",
-            COLUMNS.join(" | ")
+            cols.join(" | ")
         );
-        let _ = writeln!(t, "|---|---|{}---|---|---|", "---:|".repeat(COLUMNS.len()));
+        let _ = writeln!(t, "|---|---|{}---|---|---|", "---:|".repeat(cols.len()));
         for m in METRICS {
             let mut row = format!("| {} | {} |", m.label, m.unit);
             let mut any = false;
-            for c in COLUMNS {
+            for &c in &cols {
                 let capped = m.id == "max_tunnels" && self.capped.get(c).copied().unwrap_or(false);
                 match spread(&self.values(m.id, c)) {
                     Some(s) => {

@@ -25,6 +25,8 @@ pub enum Kind {
     Haproxy,
     /// The echo backend itself, no proxy.
     Direct,
+    /// A second build of the module (BENCH_ALT_MODULE), for A/B runs.
+    OursAlt,
 }
 
 impl Kind {
@@ -36,10 +38,11 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
             Kind::Direct => "direct",
+            Kind::OursAlt => "ours-alt",
         }
     }
     pub fn is_httpd(self) -> bool {
-        matches!(self, Kind::Ours | Kind::StockDefault | Kind::StockLegacy)
+        matches!(self, Kind::Ours | Kind::OursAlt | Kind::StockDefault | Kind::StockLegacy)
     }
 }
 
@@ -48,6 +51,8 @@ pub struct Env {
     pub httpd: PathBuf,
     pub modules_dir: PathBuf,
     pub ours_so: PathBuf,
+    /// BENCH_ALT_MODULE: another build to compare (development aid).
+    pub alt_so: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub httpd_version: String,
@@ -93,6 +98,7 @@ impl Env {
             httpd,
             modules_dir,
             ours_so,
+            alt_so: std::env::var_os("BENCH_ALT_MODULE").map(PathBuf::from),
             nginx: find("nginx"),
             haproxy: find("haproxy"),
             httpd_version,
@@ -103,6 +109,7 @@ impl Env {
         match k {
             Kind::Nginx => self.nginx.is_some(),
             Kind::Haproxy => self.haproxy.is_some(),
+            Kind::OursAlt => self.alt_so.is_some(),
             _ => true,
         }
     }
@@ -232,7 +239,7 @@ impl Server {
         let tls_port = free_port()?;
         let log = d.join("stdout.log");
         let (child, children) = match kind {
-            Kind::Ours | Kind::StockDefault | Kind::StockLegacy => {
+            Kind::Ours | Kind::OursAlt | Kind::StockDefault | Kind::StockLegacy => {
                 let conf = httpd_conf(env, kind, &d, port, tls_port, backend, pki, sz);
                 let path = d.join("httpd.conf");
                 fs::write(&path, conf).map_err(|e| e.to_string())?;
@@ -489,6 +496,7 @@ fn httpd_conf(
     let m = |n: &str| env.modules_dir.join(format!("mod_{n}.so")).display().to_string();
     let wst = match kind {
         Kind::Ours => env.ours_so.display().to_string(),
+        Kind::OursAlt => env.alt_so.as_ref().map_or(String::new(), |p| p.display().to_string()),
         _ => m("proxy_wstunnel"),
     };
     let dd = d.display();
