@@ -214,9 +214,20 @@ fn stalled_backend_does_not_grow_httpd() {
 // CLOSE_WAIT and descriptors
 // ---------------------------------------------------------------------------------------------
 
-/// Enough threads for 20 tunnels in two processes from the start, and no process
-/// started or stopped on the way, so that descriptor counts compare.
-const FIXED_PROCESSES: &str = "<IfModule mpm_event_module>\n  StartServers 2\n  ServerLimit 2\n  ThreadsPerChild 32\n  MinSpareThreads 1\n  MaxSpareThreads 64\n  MaxRequestWorkers 64\n</IfModule>\n";
+/// Enough threads for 20 tunnels in two processes from the start (prefork: 24 processes), and
+/// no process started or stopped on the way, so that descriptor counts compare.
+fn fixed_processes() -> String {
+    let f = Httpd::flavor();
+    let threaded = "StartServers 2\nServerLimit 2\nThreadsPerChild 32\nMinSpareThreads 1\n\
+                    MaxSpareThreads 64\nMaxRequestWorkers 64\n";
+    f.if_mpm("event", threaded)
+        + &f.if_mpm("worker", threaded)
+        + &f.if_mpm(
+            "prefork",
+            "StartServers 24\nMinSpareServers 1\nMaxSpareServers 24\nServerLimit 24\n\
+             MaxRequestWorkers 24\n",
+        )
+}
 
 struct Snapshot {
     fds: Vec<(u32, usize)>,
@@ -315,7 +326,8 @@ fn no_close_wait_or_fd_leak_after_20_tunnels_each_way() {
     let h = Httpd::builder()
         .var("BACKEND_PORT", b.port())
         .config(&format!(
-            "{FIXED_PROCESSES}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n"
+            "{}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n",
+            fixed_processes()
         ))
         .start();
     let t = h.target();
@@ -409,7 +421,8 @@ fn no_close_wait_after_half_closes() {
     let h = Httpd::builder()
         .var("BACKEND_PORT", b.port())
         .config(&format!(
-            "{FIXED_PROCESSES}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n"
+            "{}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n",
+            fixed_processes()
         ))
         .start();
     let t = h.target();
