@@ -10,6 +10,8 @@
  *       http:// and https:// routes too.
  *   ProxyWebsocketAllowOrigin <origin>...      Origin policy (403 otherwise).
  *   ProxyWebsocketMaxTunnels <n>               server-wide cap (503 above).
+ *   ProxyWebsocketPing <seconds>               keepalive pings, both sides.
+ *   ProxyWebsocketDrain <seconds>              spread Close 1001 on graceful.
  *   ProxyWebsocketAsyncDelay <ms>              httpd trunk's name; accepted
  *       so configurations written for trunk load, and ignored.
  */
@@ -24,6 +26,8 @@ void *wst_create_dir_conf(apr_pool_t *p, char *dir)
     conf->fallback_to_proxy_http = -1;
     conf->idle_timeout = -1;
     conf->upgrade_http = -1;
+    conf->ping = -1;
+    conf->drain = -1;
     return conf;
 }
 
@@ -41,6 +45,8 @@ void *wst_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                                                  : base->upgrade_http;
     conf->allow_origins = add->allow_origins ? add->allow_origins
                                              : base->allow_origins;
+    conf->ping = add->ping != -1 ? add->ping : base->ping;
+    conf->drain = add->drain != -1 ? add->drain : base->drain;
     return conf;
 }
 
@@ -94,6 +100,28 @@ static const char *add_allow_origin(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
+/* RAW_ARGS rather than ITERATE: httpd 2.2 calls an ITERATE function zero
+ * times for a line without arguments and says nothing. */
+static const char *set_allow_origins(cmd_parms *cmd, void *dconf,
+                                     const char *args)
+{
+    const char *w;
+    int n = 0;
+
+    while (*(w = ap_getword_conf(cmd->temp_pool, &args)) != '\0') {
+        const char *err = add_allow_origin(cmd, dconf, w);
+        if (err) {
+            return err;
+        }
+        n++;
+    }
+    if (!n) {
+        return "ProxyWebsocketAllowOrigin needs at least one origin: 'same', "
+               "'*', or an origin such as https://app.example.com";
+    }
+    return NULL;
+}
+
 static const char *set_seconds(cmd_parms *cmd, const char *arg,
                                apr_interval_time_t *out)
 {
@@ -114,6 +142,18 @@ static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
 {
     wst_dir_conf *conf = dconf;
     return set_seconds(cmd, arg, &conf->idle_timeout);
+}
+
+static const char *set_ping(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    wst_dir_conf *conf = dconf;
+    return set_seconds(cmd, arg, &conf->ping);
+}
+
+static const char *set_drain(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    wst_dir_conf *conf = dconf;
+    return set_seconds(cmd, arg, &conf->drain);
 }
 
 static const char *set_async_delay(cmd_parms *cmd, void *dconf,
@@ -142,7 +182,7 @@ const command_rec wst_cmds[] = {
                  "On: on http:// and https:// proxy routes, WebSocket "
                  "upgrades are tunnelled by this module (plain requests still "
                  "go to mod_proxy_http)"),
-    AP_INIT_ITERATE("ProxyWebsocketAllowOrigin", add_allow_origin, NULL,
+    AP_INIT_RAW_ARGS("ProxyWebsocketAllowOrigin", set_allow_origins, NULL,
                     RSRC_CONF | ACCESS_CONF,
                     "origins allowed to open tunnels: 'same' (the request's "
                     "host), '*', or origins such as https://app.example.com"),
@@ -150,6 +190,16 @@ const command_rec wst_cmds[] = {
                   RSRC_CONF,
                   "server-wide limit of open tunnels across all children "
                   "(0 = none); above it upgrades get 503"),
+    AP_INIT_TAKE1("ProxyWebsocketPing", set_ping, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "seconds of silence after which the module pings both "
+                  "sides; no answer within as long ends the tunnel with "
+                  "Close 1001 (0 = off, the default)"),
+    AP_INIT_TAKE1("ProxyWebsocketDrain", set_drain, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "on graceful restart or stop, close each tunnel with 1001 "
+                  "at a random moment within this many seconds, and cut "
+                  "what is left at the end (0 = off, the default)"),
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "accepted for compatibility with httpd trunk; no effect"),

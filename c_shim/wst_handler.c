@@ -317,7 +317,7 @@ static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
 {
     static const char *const ends[] = {
         "closed", "client-error", "backend-error", "idle", "stopped",
-        "poll-error"
+        "poll-error", "ping-timeout", "going-away"
     };
     unsigned reason = (unsigned)stats->reason;
 
@@ -333,6 +333,18 @@ static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
     apr_table_setn(r->notes, "wstunnel-closed-first",
                    stats->closed_first == 1 ? "client"
                    : stats->closed_first == 2 ? "backend" : "none");
+    apr_table_setn(r->notes, "wstunnel-client-messages",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT,
+                                (apr_uint64_t)stats->messages_from_client));
+    apr_table_setn(r->notes, "wstunnel-backend-messages",
+                   apr_psprintf(r->pool, "%" APR_UINT64_T_FMT,
+                                (apr_uint64_t)stats->messages_from_backend));
+    apr_table_setn(r->notes, "wstunnel-client-close-code",
+                   stats->close_code_from_client >= 0
+                   ? apr_itoa(r->pool, stats->close_code_from_client) : "-");
+    apr_table_setn(r->notes, "wstunnel-backend-close-code",
+                   stats->close_code_from_backend >= 0
+                   ? apr_itoa(r->pool, stats->close_code_from_backend) : "-");
     apr_table_setn(r->notes, "wstunnel-end",
                    reason < sizeof(ends) / sizeof(ends[0]) ? ends[reason]
                                                            : "unknown");
@@ -467,7 +479,7 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     wst_tunnel_started();
     started = apr_time_now();
     wst_run_tunnel(r, backend, buf + resp->header_len, len - resp->header_len,
-                   &stats);
+                   check->is_websocket, &stats);
     wst_set_notes(r, &stats, apr_time_now() - started);
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)

@@ -30,11 +30,6 @@ typedef struct wst_endpoint_ctx {
     apr_uint64_t filtered_out; /* bytes written through the output filters */
 } wst_endpoint_ctx;
 
-typedef struct wst_stop_ctx {
-    apr_socket_t *client_sock;
-    apr_os_sock_t client_fd;
-} wst_stop_ctx;
-
 apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
                              const char *buf, apr_size_t len)
 {
@@ -172,20 +167,6 @@ static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
     return raw;
 }
 
-static int wst_should_stop(void *vctx)
-{
-    wst_stop_ctx *ctx = vctx;
-    apr_os_sock_t fd = -1;
-
-    /* On a hard stop the MPM shuts down and closes the sockets of the
-     * connections its workers serve: the tunnel ends with them. */
-    if (apr_os_sock_get(&fd, ctx->client_sock) != APR_SUCCESS
-            || fd != ctx->client_fd) {
-        return 1;
-    }
-    return 0;
-}
-
 static apr_status_t wst_unmap_buffer(void *buf)
 {
     munmap(buf, WST_TUNNEL_BUF);
@@ -235,7 +216,7 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
 
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
-                    wst_tunnel_stats *stats)
+                    int websocket, wst_tunnel_stats *stats)
 {
     APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_in =
         APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
@@ -248,7 +229,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     apr_socket_t *client_sock = WST_CONN_SOCKET(c);
     wst_endpoint_ctx cctx, bctx;
     wst_endpoint client, origin;
-    wst_stop_ctx stop;
+    wst_drain drain;
     wst_tunnel_config cfg;
 
     /* A bidirectional stream: no request timeouts, no coalescing, nothing
@@ -269,8 +250,8 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     memcpy(origin.buf, pending, pending_len);
     origin.buf_len = pending_len;
 
-    stop.client_sock = client_sock;
-    stop.client_fd = client.fd;
+    wst_drain_init(&drain, r, client_sock,
+                   dconf->drain > 0 ? dconf->drain : 0);
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.idle_timeout_ms = dconf->idle_timeout > 0
@@ -278,13 +259,21 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     cfg.tick_ms = WST_TICK_MS;
     cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
                      ? 0 : 1;
-    cfg.stop_ctx = &stop;
-    cfg.should_stop = wst_should_stop;
+    cfg.stop_ctx = &drain;
+    cfg.should_stop = wst_drain_should_stop;
+    cfg.websocket = websocket ? 1 : 0;
+    cfg.ping_interval_ms = websocket && dconf->ping > 0
+                           ? (int)apr_time_as_msec(dconf->ping) : 0;
+    cfg.idle_close_frame = websocket ? 1 : 0;
+    cfg.random_seed = drain.seed ^ 0x9e3779b9u;
 
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
-                  "tunnel: client %s, backend %s, idle timeout %d ms",
+                  "tunnel: client %s, backend %s, idle timeout %d ms, "
+                  "ping %d ms, %s",
                   client.raw ? "raw" : "filtered",
-                  origin.raw ? "raw" : "filtered", cfg.idle_timeout_ms);
+                  origin.raw ? "raw" : "filtered", cfg.idle_timeout_ms,
+                  cfg.ping_interval_ms,
+                  websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
     if (wst_tunnel_run(&client, &origin, &cfg, stats) != WST_OK) {
@@ -315,6 +304,15 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
         break;
     case WST_END_STOPPED:
         c->aborted = 1;
+        break;
+    case WST_END_PING_TIMEOUT:
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(024)
+                      "tunnel: no answer to the module's ping: closed "
+                      "with 1001");
+        break;
+    case WST_END_GOING_AWAY:
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(025)
+                      "tunnel: httpd child going away: closed with 1001");
         break;
     default:
         break;

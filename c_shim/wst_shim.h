@@ -62,6 +62,8 @@ typedef struct wst_dir_conf {
     int fallback_to_proxy_http;      /* -1 unset, 0 Off, 1 On */
     apr_interval_time_t idle_timeout; /* -1 unset, 0 none */
     int upgrade_http;                /* ProxyWebsocketUpgrade: -1 unset, 0, 1 */
+    apr_interval_time_t ping;        /* ProxyWebsocketPing: -1 unset, 0 off */
+    apr_interval_time_t drain;       /* ProxyWebsocketDrain: -1 unset, 0 off */
     apr_array_header_t *allow_origins; /* of wst_str; NULL unset */
 } wst_dir_conf;
 
@@ -114,6 +116,22 @@ wst_header *wst_request_headers(request_rec *r, size_t *n);
 int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                 char *url, const char *proxyname, apr_port_t proxyport);
 
+/* ---- wst_drain.c ---- */
+
+typedef struct wst_drain {
+    request_rec *r;
+    apr_socket_t *client_sock;
+    apr_os_sock_t client_fd;
+    apr_interval_time_t window;   /* ProxyWebsocketDrain, 0: none */
+    apr_time_t moment;            /* when this tunnel says 1001 (0: not yet chosen) */
+    apr_uint32_t seed;            /* random per tunnel */
+} wst_drain;
+
+void wst_drain_init(wst_drain *d, request_rec *r, apr_socket_t *client_sock,
+                    apr_interval_time_t window);
+/* The tunnel's should_stop: a wst_stop value. */
+int wst_drain_should_stop(void *drain);
+
 /* ---- wst_io.c ---- */
 
 typedef struct wst_io_ctx {
@@ -125,10 +143,11 @@ typedef struct wst_io_ctx {
 } wst_io_ctx;
 
 /* Run the tunnel between the client and the backend connection; `pending`
- * holds bytes the backend sent after its 101. Returns the stats. */
+ * holds bytes the backend sent after its 101; `websocket`: the tunnel
+ * carries RFC 6455 frames. Returns the stats. */
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
-                    wst_tunnel_stats *stats);
+                    int websocket, wst_tunnel_stats *stats);
 
 /* Remove every filter named `name` from a connection's filter chain
  * (ap_remove_*_filter_byhandle exist only from 2.4). */
