@@ -387,6 +387,17 @@ fn serve(
 // Descriptors and sockets of httpd's children
 // ---------------------------------------------------------------------------------------------
 
+/// The processes that serve connections: httpd's children, or httpd itself when it has none
+/// (`httpd -X`, as under valgrind).
+pub fn worker_pids(h: &Httpd) -> Vec<u32> {
+    let c = h.child_pids();
+    if c.is_empty() {
+        h.pid().into_iter().collect()
+    } else {
+        c
+    }
+}
+
 /// Descriptor counts of httpd's children at one moment.
 #[derive(Clone, Debug)]
 pub struct Baseline {
@@ -396,8 +407,7 @@ pub struct Baseline {
 impl Baseline {
     pub fn take(h: &Httpd) -> Baseline {
         Baseline {
-            fds: h
-                .child_pids()
+            fds: worker_pids(h)
                 .into_iter()
                 .filter_map(|p| fd_count(p).map(|n| (p, n)))
                 .collect(),
@@ -411,7 +421,7 @@ impl Baseline {
 
 /// The children's TCP sockets other than listeners, as "pid: local->remote STATE".
 pub fn open_sockets(h: &Httpd) -> Vec<String> {
-    tcp_sockets_of(&h.child_pids())
+    tcp_sockets_of(&worker_pids(h))
         .into_iter()
         .filter(|(_, s)| s.state != TCP_LISTEN)
         .map(|(pid, s)| {
@@ -427,7 +437,7 @@ pub fn open_sockets(h: &Httpd) -> Vec<String> {
 
 /// Sockets in CLOSE_WAIT held by the children.
 pub fn close_wait(h: &Httpd) -> Vec<String> {
-    tcp_sockets_of(&h.child_pids())
+    tcp_sockets_of(&worker_pids(h))
         .into_iter()
         .filter(|(_, s)| s.state == TCP_CLOSE_WAIT)
         .map(|(pid, s)| format!("pid {pid}: {}->{}", s.local_port, s.remote_port))
