@@ -871,3 +871,99 @@ fn stop_while_200_tunnels_carry_traffic() {
     assert!(crashes.is_empty(), "children crashed on stop:\n{}", crashes.join("\n"));
     assert!(!r.killed, "SIGKILL was needed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS to the backend follows the user's SSLProxy* settings
+// ---------------------------------------------------------------------------------------------
+
+/// Another name of 127.0.0.1 in /etc/hosts than localhost (absent from the test certificate).
+fn loopback_alias() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("127.0.0.1"))
+        .flat_map(|l| l.split_whitespace().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .find(|n| n != "localhost" && !n.starts_with('#'))
+}
+
+/// `wss://` backends are verified exactly as the user's SSLProxy* directives say (the module
+/// hands the connection to mod_ssl and never sets TLS options itself): with
+/// `SSLProxyVerify require` an untrusted certificate and (with the default
+/// `SSLProxyCheckPeerName on`) a name the certificate does not carry are refused with 502;
+/// the relaxed settings of seed 002 accept both.
+#[test]
+fn wss_backend_verification_follows_sslproxy_settings() {
+    if !Httpd::flavor().has_module("ssl") {
+        eprintln!("SKIP: no mod_ssl");
+        return;
+    }
+    let backend_pki = wst_e2e::Pki::generate();
+    let other_pki = wst_e2e::Pki::generate();
+    let b = wst_e2e::WstEcho::start_tls(&backend_pki);
+    let alias = loopback_alias();
+    let cases: Vec<(&str, String, String, u16)> = {
+        let mut v = vec![
+            (
+                "verifying, trusted CA, right name",
+                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", backend_pki.ca_file().display()),
+                "localhost".to_string(),
+                101,
+            ),
+            (
+                "verifying, untrusted CA",
+                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", other_pki.ca_file().display()),
+                "localhost".to_string(),
+                502,
+            ),
+            (
+                "seed 002's relaxed settings, untrusted CA",
+                "SSLProxyVerify none\nSSLProxyCheckPeerName off\n".to_string(),
+                "localhost".to_string(),
+                101,
+            ),
+        ];
+        if let Some(a) = &alias {
+            v.push((
+                "verifying, trusted CA, name not in the certificate",
+                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", backend_pki.ca_file().display()),
+                a.clone(),
+                502,
+            ));
+            v.push((
+                "seed 002's relaxed settings, name not in the certificate",
+                "SSLProxyVerify none\nSSLProxyCheckPeerName off\n".to_string(),
+                a.clone(),
+                101,
+            ));
+        } else {
+            eprintln!("SKIP (name check): no alias of 127.0.0.1 in /etc/hosts");
+        }
+        v
+    };
+    for (what, settings, host, want) in cases {
+        let h = Httpd::builder()
+            .module("ssl")
+            .var("BACKEND_PORT", b.port())
+            .config(&format!(
+                "{SHORT_TIMEOUTS}SSLProxyEngine on\n{settings}ProxyPass /ws/ wss://{host}:{{BACKEND_PORT}}/ retry=0\n"
+            ))
+            .start();
+        let mut c = RawClient::connect(&h.target()).unwrap();
+        c.send(&upgrade("/ws/echo").to_bytes()).unwrap();
+        let r = c.read_head().unwrap();
+        let errs: Vec<String> = h
+            .error_log()
+            .lines()
+            .filter(|l| l.contains(":error]"))
+            .map(|l| l.split_once("] ").map_or(l, |x| x.1).chars().take(160).collect())
+            .collect();
+        eprintln!("TLS {what}: {} ; error.log: {errs:?}", r.status);
+        assert_eq!(r.status, want, "{what}: {}\n{}", r.head, h.error_log());
+        if want == 101 {
+            let msg = ws::client_frame(OP_TEXT, b"over verified TLS");
+            c.send(&msg).unwrap();
+            let f = c.read_frame().unwrap();
+            assert_eq!(f.payload, b"over verified TLS", "{what}");
+        }
+    }
+}
