@@ -851,10 +851,21 @@ fn traffic_until(
 #[test]
 fn stop_while_200_tunnels_carry_traffic() {
     let b = FaultBackend::start(Behaviour::Upgrade { then: After::Echo });
+    // Room for 200 tunnels from the start under every MPM (2.2 names them prefork.c/worker.c).
+    let f = Httpd::flavor();
+    let threaded = "StartServers 4\nServerLimit 4\nThreadsPerChild 64\nThreadLimit 64\n\
+                    MaxRequestWorkers 256\nMaxSpareThreads 256\n";
+    let capacity = f.if_mpm("event", threaded)
+        + &f.if_mpm("worker", threaded)
+        + &f.if_mpm(
+            "prefork",
+            "StartServers 210\nMinSpareServers 1\nMaxSpareServers 256\nServerLimit 256\n\
+             MaxRequestWorkers 256\n",
+        );
     let mut h = Httpd::builder()
         .var("BACKEND_PORT", b.port())
         .config(&format!(
-            "<IfModule mpm_event_module>\n  StartServers 4\n  ServerLimit 4\n  ThreadsPerChild 64\n  ThreadLimit 64\n  MaxRequestWorkers 256\n  MaxSpareThreads 256\n</IfModule>\n{SHORT_TIMEOUTS}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n"
+            "{capacity}{SHORT_TIMEOUTS}ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/\n"
         ))
         .start();
     // Under valgrind (httpd -X: one process, 64 threads) fewer tunnels fit.
