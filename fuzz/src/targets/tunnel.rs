@@ -266,12 +266,11 @@ pub fn run(data: &[u8]) {
         0 => Some(1 + u64::from(inp.u8() % 20)),
         _ => None,
     };
-    let cfg = Config {
-        idle_timeout_ms: idle,
-        tick_ms: 1 + u64::from(inp.u8() % 2),
-        half_close,
-        close_linger_ms: 20,
-    };
+    // Config::new and field assignments (not a struct literal): new settings added to the
+    // tunnel keep their defaults here.
+    let mut cfg = Config::new(0, 1 + i32::from(inp.u8() % 2), half_close);
+    cfg.idle_timeout_ms = idle;
+    cfg.close_linger_ms = 20;
     let (csize, bsize) = (buf_size(&mut inp), buf_size(&mut inp));
     let cpend = inp.below(csize + 1);
     let bpend = inp.below(bsize + 1);
