@@ -110,63 +110,6 @@ pub struct RtResult {
     pub p99_us: f64,
 }
 
-/// `conns` connections, each sending a `size`-byte message and waiting for
-/// its echo, back to back, for `warmup + dur`; only round trips that start
-/// inside the measured window count.
-pub async fn round_trips(
-    d: &Dest,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    dur: Duration,
-) -> Result<RtResult, String> {
-    let all = connect_all(d, conns).await?;
-    let start = Instant::now() + Duration::from_millis(20);
-    let from = start + warmup;
-    let end = from + dur;
-    let mut tasks = Vec::with_capacity(conns);
-    for (i, mut ws) in all.into_iter().enumerate() {
-        let msg = payload(size, i as u64 + 1);
-        tasks.push(tokio::spawn(async move {
-            let mut lat: Vec<u32> = Vec::with_capacity(1 << 14);
-            tokio::time::sleep_until(start.into()).await;
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    break;
-                }
-                echo_once(&mut ws, &msg).await?;
-                if t >= from {
-                    let ns = t.elapsed().as_nanos().min(u32::MAX as u128) as u32;
-                    lat.push(ns);
-                }
-            }
-            Ok::<_, String>(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        match t.await {
-            Ok(Ok(l)) => lat.extend(l),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("task: {e}")),
-        }
-    }
-    if lat.is_empty() {
-        return Err("no round trip completed".into());
-    }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat.get(i.min(lat.len() - 1)).copied().unwrap_or(0) as f64 / 1000.0
-    };
-    Ok(RtResult {
-        per_sec: lat.len() as f64 / dur.as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-    })
-}
-
 #[derive(Clone, Copy, Debug)]
 pub struct TpResult {
     /// Echoed payload MB/s (10^6 bytes) as received back by the clients.
@@ -174,105 +117,6 @@ pub struct TpResult {
     /// Server CPU seconds per GB (10^9 bytes) through the tunnel, both
     /// directions counted; None when no server process is sampled.
     pub cpu_s_per_gb: Option<f64>,
-}
-
-/// `conns` connections, each with a writer sending `size`-byte messages as
-/// fast as the path takes them and a reader counting the echoes.
-/// `cpu()` is sampled at both ends of the measured window.
-pub async fn throughput(
-    d: &Dest,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    dur: Duration,
-    cpu: &dyn Fn() -> Option<f64>,
-) -> Result<TpResult, String> {
-    let all = connect_all(d, conns).await?;
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicBool::new(false));
-    let hard_end = Instant::now() + warmup + dur + Duration::from_secs(5);
-    let mut tasks = Vec::new();
-    // Flush after about 64 KiB of messages.
-    let batch = (65536 / size).max(1);
-    // At most WINDOW bytes sent and not yet echoed, per connection: like a
-    // real client, and without it a proxy that blocks on one direction's
-    // write while the other fills up (the stock legacy tunnel) deadlocks
-    // against any echo server that stops reading while it writes.
-    let window = (window_bytes() / size).max(batch);
-    for (i, ws) in all.into_iter().enumerate() {
-        let (mut tx, mut rx) = ws.split();
-        let msg = payload(size, i as u64 + 7);
-        let credit = Arc::new(tokio::sync::Semaphore::new(window));
-        let credit_r = credit.clone();
-        let (stop_w, failed_w) = (stop.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop_w.load(Ordering::Relaxed) && Instant::now() < hard_end {
-                for _ in 0..batch {
-                    match timeout(REPLY_TIMEOUT, credit.acquire()).await {
-                        Ok(Ok(p)) => p.forget(),
-                        _ => {
-                            failed_w.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                    if tx.feed(Message::Binary(msg.clone())).await.is_err() {
-                        failed_w.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
-                if tx.flush().await.is_err() {
-                    failed_w.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }));
-        let (stop_r, failed_r, rcv) = (stop.clone(), failed.clone(), received.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop_r.load(Ordering::Relaxed) && Instant::now() < hard_end {
-                match timeout(REPLY_TIMEOUT, rx.next()).await {
-                    Ok(Some(Ok(Message::Binary(b)))) if b.len() == size => {
-                        rcv.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        credit_r.add_permits(1);
-                    }
-                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                    _ => {
-                        if !stop_r.load(Ordering::Relaxed) {
-                            failed_r.store(true, Ordering::Relaxed);
-                        }
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(warmup).await;
-    let (b0, c0, t0) = (received.load(Ordering::Relaxed), cpu(), Instant::now());
-    tokio::time::sleep(dur).await;
-    let (b1, c1, t1) = (received.load(Ordering::Relaxed), cpu(), Instant::now());
-    stop.store(true, Ordering::Relaxed);
-    for t in &tasks {
-        t.abort();
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    if failed.load(Ordering::Relaxed) {
-        return Err("a connection failed during the throughput run".into());
-    }
-    let bytes = b1.saturating_sub(b0);
-    if bytes == 0 {
-        return Err("no bytes echoed".into());
-    }
-    let secs = (t1 - t0).as_secs_f64();
-    let cpu_s_per_gb = match (c0, c1) {
-        (Some(a), Some(b)) => Some((b - a).max(0.0) / (2.0 * bytes as f64 / 1e9)),
-        _ => None,
-    };
-    Ok(TpResult {
-        mb_per_s: bytes as f64 / 1e6 / secs,
-        cpu_s_per_gb,
-    })
 }
 
 /// Bytes in flight per connection in the throughput runs (BENCH_WINDOW_KIB).
@@ -337,4 +181,248 @@ pub async fn verify_held(held: &mut [Ws], step: usize) -> usize {
         }
     }
     bad
+}
+
+// ---------------------------------------------------------------------------
+// Sliced runs: every target's connections stay open for the whole round and
+// the targets take turns in short slices, so that a burst of noise from the
+// shared machine falls on all of them alike.
+// ---------------------------------------------------------------------------
+
+/// Round-trip connections of one target, and what each slice measured.
+pub struct RtGroup {
+    conns: Vec<Ws>,
+    size: usize,
+    /// Per slice: round trips/s, p50 and p99 latency (µs).
+    slices: Vec<RtResult>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl RtGroup {
+    pub async fn connect(d: &Dest, conns: usize, size: usize) -> Result<RtGroup, String> {
+        Ok(RtGroup {
+            conns: connect_all(d, conns).await?,
+            size,
+            slices: Vec::new(),
+        })
+    }
+
+    /// Round trips back to back on every connection for `dur`.
+    pub async fn slice(&mut self, dur: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let end = start + dur;
+        let mut tasks = Vec::with_capacity(self.conns.len());
+        for (i, mut ws) in self.conns.drain(..).enumerate() {
+            let msg = payload(self.size, i as u64 + 1);
+            tasks.push(tokio::spawn(async move {
+                let mut lat: Vec<u32> = Vec::with_capacity(4096);
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    echo_once(&mut ws, &msg).await?;
+                    lat.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                }
+                Ok::<_, String>((ws, lat))
+            }));
+        }
+        let mut err = None;
+        let mut lat = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(Ok((ws, l))) => {
+                    self.conns.push(ws);
+                    lat.extend(l);
+                }
+                Ok(Err(e)) => err = Some(e),
+                Err(e) => err = Some(format!("task: {e}")),
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if lat.is_empty() || secs <= 0.0 {
+            return Err("no round trip completed".into());
+        }
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+            lat.get(i.min(lat.len() - 1)).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        self.slices.push(RtResult {
+            per_sec: lat.len() as f64 / secs,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+        });
+        Ok(())
+    }
+
+    /// Forget what was measured (after a warm-up slice).
+    pub fn reset(&mut self) {
+        self.slices.clear();
+    }
+
+    /// The median over the slices of each figure (a slice that the shared
+    /// machine's noise spoiled does not decide it).
+    pub fn result(self) -> Result<RtResult, String> {
+        if self.slices.is_empty() {
+            return Err("no round trip completed".into());
+        }
+        let f = |g: fn(&RtResult) -> f64| median(&mut self.slices.iter().map(g).collect::<Vec<_>>());
+        Ok(RtResult {
+            per_sec: f(|r| r.per_sec),
+            p50_us: f(|r| r.p50_us),
+            p99_us: f(|r| r.p99_us),
+        })
+    }
+}
+
+/// Throughput connections of one target: a writer and a reader task per
+/// connection, sending only while `go` is set.
+pub struct Flow {
+    go: tokio::sync::watch::Sender<bool>,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    bytes: u64,
+    /// Per slice, MB/s.
+    rates: Vec<f64>,
+    cpu: Option<f64>,
+}
+
+impl Flow {
+    pub async fn connect(d: &Dest, conns: usize, size: usize) -> Result<Flow, String> {
+        let all = connect_all(d, conns).await?;
+        let (go, go_rx) = tokio::sync::watch::channel(false);
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let batch = (65536 / size).max(1);
+        let window = (window_bytes() / size).max(batch);
+        let mut tasks = Vec::new();
+        for (i, ws) in all.into_iter().enumerate() {
+            let (mut tx, mut rx) = ws.split();
+            let msg = payload(size, i as u64 + 7);
+            let credit = Arc::new(tokio::sync::Semaphore::new(window));
+            let credit_r = credit.clone();
+            let mut go_rx = go_rx.clone();
+            let (sent_w, failed_w) = (sent.clone(), failed.clone());
+            tasks.push(tokio::spawn(async move {
+                // Runs until aborted; each send needs credit, each credit an echo.
+                loop {
+                    if go_rx.wait_for(|g| *g).await.is_err() {
+                        return;
+                    }
+                    while *go_rx.borrow() {
+                        for _ in 0..batch {
+                            match timeout(REPLY_TIMEOUT, credit.acquire()).await {
+                                Ok(Ok(p)) => p.forget(),
+                                _ => {
+                                    failed_w.store(true, Ordering::Relaxed);
+                                    return;
+                                }
+                            }
+                            if tx.feed(Message::Binary(msg.clone())).await.is_err() {
+                                failed_w.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                            sent_w.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if tx.flush().await.is_err() {
+                            failed_w.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            }));
+            let (failed_r, rcv) = (failed.clone(), received.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(m) = rx.next().await {
+                    match m {
+                        Ok(Message::Binary(b)) if b.len() == size => {
+                            rcv.fetch_add(1, Ordering::Relaxed);
+                            credit_r.add_permits(1);
+                        }
+                        Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                        _ => break,
+                    }
+                }
+                failed_r.store(true, Ordering::Relaxed);
+            }));
+        }
+        Ok(Flow {
+            go,
+            sent,
+            received,
+            failed,
+            tasks,
+            bytes: 0,
+            rates: Vec::new(),
+            cpu: None,
+        })
+    }
+
+    /// Send for `warm + dur`, count the echoes (and `cpu()`) over the last
+    /// `dur`, then stop sending and wait until every echo is back.
+    pub async fn slice(
+        &mut self,
+        size: usize,
+        warm: Duration,
+        dur: Duration,
+        cpu: &dyn Fn() -> Option<f64>,
+    ) -> Result<(), String> {
+        let _ = self.go.send(true);
+        tokio::time::sleep(warm).await;
+        let (m0, c0, t0) = (self.received.load(Ordering::Relaxed), cpu(), Instant::now());
+        tokio::time::sleep(dur).await;
+        let (m1, c1, t1) = (self.received.load(Ordering::Relaxed), cpu(), Instant::now());
+        let _ = self.go.send(false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.received.load(Ordering::Relaxed) < self.sent.load(Ordering::Relaxed) {
+            if self.failed.load(Ordering::Relaxed) || Instant::now() > deadline {
+                return Err("a connection failed during the throughput run".into());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            return Err("a connection failed during the throughput run".into());
+        }
+        let bytes = (m1 - m0) * size as u64;
+        self.bytes += bytes;
+        self.rates.push(bytes as f64 / 1e6 / (t1 - t0).as_secs_f64().max(1e-6));
+        if let (Some(a), Some(b)) = (c0, c1) {
+            self.cpu = Some(self.cpu.unwrap_or(0.0) + (b - a).max(0.0));
+        }
+        Ok(())
+    }
+
+    /// MB/s: the median over the slices; CPU per GB: over all of them.
+    pub fn result(mut self) -> Result<TpResult, String> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if self.bytes == 0 || self.rates.is_empty() {
+            return Err("no bytes echoed".into());
+        }
+        Ok(TpResult {
+            mb_per_s: median(&mut self.rates),
+            cpu_s_per_gb: self.cpu.map(|c| c / (2.0 * self.bytes as f64 / 1e9)),
+        })
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }

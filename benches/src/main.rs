@@ -108,8 +108,10 @@ enum Work {
 struct Plan {
     rounds: usize,
     warmup: Duration,
+    /// Measured time per target per round, in `slices` turns.
     rt_dur: Duration,
     tp_dur: Duration,
+    slices: usize,
     mem_rounds: usize,
     idle_tunnels: usize,
     cap_sizing: Sizing,
@@ -119,9 +121,10 @@ fn plan(o: &Opts) -> Plan {
     if o.quick {
         Plan {
             rounds: o.rounds.unwrap_or(2),
-            warmup: Duration::from_millis(200),
-            rt_dur: Duration::from_millis(700),
-            tp_dur: Duration::from_millis(800),
+            warmup: Duration::from_millis(60),
+            rt_dur: Duration::from_millis(600),
+            tp_dur: Duration::from_millis(600),
+            slices: 3,
             mem_rounds: 1,
             idle_tunnels: 300,
             cap_sizing: Sizing { servers: 4, threads: 150 },
@@ -129,9 +132,10 @@ fn plan(o: &Opts) -> Plan {
     } else {
         Plan {
             rounds: o.rounds.unwrap_or(5),
-            warmup: Duration::from_millis(400),
+            warmup: Duration::from_millis(100),
             rt_dur: Duration::from_millis(1500),
-            tp_dur: Duration::from_millis(2000),
+            tp_dur: Duration::from_millis(1500),
+            slices: 6,
             mem_rounds: 3,
             idle_tunnels: 1000,
             cap_sizing: Sizing { servers: 16, threads: 256 },
@@ -233,56 +237,109 @@ fn run(o: &Opts) -> Result<(), String> {
     for round in 0..rounds {
         eprintln!("round {}/{} ({:.0} s)", round + 1, p.rounds, started.elapsed().as_secs_f64());
         for &w in &works {
+            let tls_needed = matches!(w, Work::Tp { tls: true, .. });
+            // This round's targets, in this round's order.
             let n = order.len();
+            let mut targets: Vec<(&'static str, Option<&Server>, Dest)> = Vec::new();
             for i in 0..n {
                 let Some(&slot) = order.get((i + round) % n) else { continue };
-                let (name, server) = match slot {
-                    Some(j) => (running[j].kind.name(), Some(&running[j])),
-                    None => (report::DIRECT, None),
-                };
-                let tls_needed = matches!(w, Work::Tp { tls: true, .. });
+                let server = slot.map(|j| &running[j]);
                 if tls_needed && server.is_none() {
                     continue; // wss:// is TLS at the proxy: no direct figure
                 }
-                let dest = Dest {
-                    port: match server {
-                        Some(s) if tls_needed => s.tls_port,
-                        Some(s) => s.port,
-                        None => backend.port,
-                    },
-                    tls: tls_needed.then(|| tls.clone()),
+                let name = server.map_or(report::DIRECT, |s| s.kind.name());
+                let port = match server {
+                    Some(s) if tls_needed => s.tls_port,
+                    Some(s) => s.port,
+                    None => backend.port,
                 };
-                match w {
-                    Work::Rt { conns, prefix } => {
-                        let r = rt.block_on(async {
-                            tokio::time::timeout(
-                                p.warmup + p.rt_dur + Duration::from_secs(60),
-                                load::round_trips(&dest, conns, 64, p.warmup, p.rt_dur),
-                            )
-                            .await
+                targets.push((name, server, Dest { port, tls: tls_needed.then(|| tls.clone()) }));
+            }
+            let nt = targets.len().max(1);
+            match w {
+                Work::Rt { conns, prefix } => {
+                    let mut groups: Vec<Option<load::RtGroup>> = Vec::new();
+                    for (name, _, dest) in &targets {
+                        let g = rt.block_on(async {
+                            tokio::time::timeout(Duration::from_secs(60), load::RtGroup::connect(dest, conns, 64)).await
                         });
-                        match r {
-                            Ok(Ok(r)) => {
+                        groups.push(match g {
+                            Ok(Ok(g)) => Some(g),
+                            Ok(Err(e)) => { fail(&mut res, prefix, name, &e); None }
+                            Err(_) => { fail(&mut res, prefix, name, "connect timeout"); None }
+                        });
+                    }
+                    let slice = p.rt_dur / p.slices as u32;
+                    // One warm-up slice each, then the measured slices, the
+                    // targets taking turns (order rotating per slice).
+                    for k in 0..=p.slices {
+                        for i in 0..nt {
+                            let idx = (i + k) % nt;
+                            let (Some(Some(g)), Some((name, _, _))) = (groups.get_mut(idx), targets.get(idx)) else { continue };
+                            let d = if k == 0 { p.warmup } else { slice };
+                            let r = rt.block_on(async { tokio::time::timeout(d + Duration::from_secs(30), g.slice(d)).await });
+                            let err = match r {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(e),
+                                Err(_) => Some("timeout".to_string()),
+                            };
+                            if let Some(e) = err {
+                                fail(&mut res, prefix, name, &e);
+                                groups[idx] = None;
+                            } else if k == 0 {
+                                g.reset();
+                            }
+                        }
+                    }
+                    for (g, (name, _, _)) in groups.into_iter().zip(&targets) {
+                        let Some(g) = g else { continue };
+                        match g.result() {
+                            Ok(r) => {
                                 res.add(&format!("{prefix}_rps"), name, round, r.per_sec);
                                 res.add(&format!("{prefix}_p50"), name, round, r.p50_us);
                                 res.add(&format!("{prefix}_p99"), name, round, r.p99_us);
                                 eprintln!("  {prefix:<10} {name:<14} {:>9.0} RT/s  p50 {:>7.1} µs  p99 {:>7.1} µs", r.per_sec, r.p50_us, r.p99_us);
                             }
-                            Ok(Err(e)) => fail(&mut res, prefix, name, &e),
-                            Err(_) => fail(&mut res, prefix, name, "timeout"),
+                            Err(e) => fail(&mut res, prefix, name, &e),
                         }
                     }
-                    Work::Tp { conns, size, id, cpu_id, .. } => {
-                        let cpu = || server.map(|s| s.cpu_seconds());
-                        let r = rt.block_on(async {
-                            tokio::time::timeout(
-                                p.warmup + p.tp_dur + Duration::from_secs(60),
-                                load::throughput(&dest, conns, size, p.warmup, p.tp_dur, &cpu),
-                            )
-                            .await
+                }
+                Work::Tp { conns, size, id, cpu_id, .. } => {
+                    let mut flows: Vec<Option<load::Flow>> = Vec::new();
+                    for (name, _, dest) in &targets {
+                        let f = rt.block_on(async {
+                            tokio::time::timeout(Duration::from_secs(60), load::Flow::connect(dest, conns, size)).await
                         });
-                        match r {
-                            Ok(Ok(r)) => {
+                        flows.push(match f {
+                            Ok(Ok(f)) => Some(f),
+                            Ok(Err(e)) => { fail(&mut res, id, name, &e); None }
+                            Err(_) => { fail(&mut res, id, name, "connect timeout"); None }
+                        });
+                    }
+                    let slice = p.tp_dur / p.slices as u32;
+                    for k in 0..p.slices {
+                        for i in 0..nt {
+                            let idx = (i + k) % nt;
+                            let (Some(Some(f)), Some((name, server, _))) = (flows.get_mut(idx), targets.get(idx)) else { continue };
+                            let cpu = || server.map(|s| s.cpu_seconds());
+                            let r = rt.block_on(async {
+                                tokio::time::timeout(slice + Duration::from_secs(30), f.slice(size, p.warmup, slice, &cpu)).await
+                            });
+                            let err = match r {
+                                Ok(Ok(())) => None,
+                                Ok(Err(e)) => Some(e),
+                                Err(_) => Some("timeout".to_string()),
+                            };
+                            if let Some(e) = err {
+                                fail(&mut res, id, name, &e);
+                                flows[idx] = None;
+                            }
+                        }
+                    }
+                    for (f, (name, _, _)) in flows.into_iter().zip(&targets) {
+                        let Some(f) = f else { continue };
+                        match rt.block_on(async { f.result() }) {
+                            Ok(r) => {
                                 res.add(id, name, round, r.mb_per_s);
                                 if let Some(c) = r.cpu_s_per_gb {
                                     res.add(cpu_id, name, round, c);
@@ -293,13 +350,12 @@ fn run(o: &Opts) -> Result<(), String> {
                                     r.cpu_s_per_gb.map_or(String::new(), |c| format!("{c:.2} CPU s/GB"))
                                 );
                             }
-                            Ok(Err(e)) => fail(&mut res, id, name, &e),
-                            Err(_) => fail(&mut res, id, name, "timeout"),
+                            Err(e) => fail(&mut res, id, name, &e),
                         }
                     }
                 }
-                std::thread::sleep(Duration::from_millis(150));
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     for s in running.drain(..) {
@@ -363,8 +419,15 @@ fn run(o: &Opts) -> Result<(), String> {
                     let want = (cap - held.len()).min(250);
                     let (_, e) = rt.block_on(load::open_idle(&dest, want, 50, &mut held));
                     if e.is_some() {
-                        error = e;
-                        break;
+                        // Once more after a pause (a slot may still be
+                        // finishing an earlier connection), then stop.
+                        std::thread::sleep(Duration::from_secs(2));
+                        let want = (cap - held.len()).min(10);
+                        let (_, e2) = rt.block_on(load::open_idle(&dest, want, 10, &mut held));
+                        if e2.is_some() {
+                            error = e2;
+                            break;
+                        }
                     }
                 }
                 let bad = rt.block_on(load::verify_held(&mut held, 10));

@@ -333,12 +333,13 @@ pub fn chart(r: &Results, path: &Path, title: &str) -> Result<(), String> {
         .min(20.0)
         * 1.08;
     let n = rows.len().max(1);
-    let h = 140 + 46 * n as u32;
+    let h = 180 + 46 * n as u32;
     let root = BitMapBackend::new(path, (1200, h)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut ch = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
+        .margin_bottom(56)
         .x_label_area_size(40)
         .y_label_area_size(400)
         .build_cartesian_2d(0.0..max_x, 0.0..n as f64)
@@ -398,8 +399,8 @@ pub fn chart(r: &Results, path: &Path, title: &str) -> Result<(), String> {
     )))
     .map_err(|e| e.to_string())?;
     // Legend.
-    let lx = 420;
-    let ly = h as i32 - 24;
+    let lx = 200;
+    let ly = h as i32 - 22;
     for (k, (name, col)) in [
         ("ours ÷ stock-default (mod_proxy_http tunnel)", RGBColor(31, 119, 180)),
         ("ours ÷ stock-legacy (FallbackToProxyHttp Off)", RGBColor(255, 127, 14)),
@@ -408,7 +409,7 @@ pub fn chart(r: &Results, path: &Path, title: &str) -> Result<(), String> {
     .iter()
     .enumerate()
     {
-        let x = lx + k as i32 * 290;
+        let x = lx + k as i32 * 380;
         root.draw(&Rectangle::new([(x, ly - 6), (x + 14, ly + 6)], col.filled()))
             .map_err(|e| e.to_string())?;
         root.draw(&Text::new(name.to_string(), (x + 20, ly - 8), ("sans-serif", 14)))
