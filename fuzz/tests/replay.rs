@@ -33,4 +33,12 @@ macro_rules! replay_tests {
     )*};
 }
 
-replay_tests!(check_request, build_request, parse_response, chunked, tunnel, handshake_ffi, frames);
+replay_tests!(
+    check_request,
+    build_request,
+    parse_response,
+    chunked,
+    tunnel,
+    handshake_ffi,
+    frames
+);

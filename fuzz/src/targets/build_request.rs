@@ -11,9 +11,24 @@ use wstunnel_core::handshake::{build_request, request_size, BackendRequest, Buil
 
 use crate::{named, trim, Headers, Input, METHODS};
 
-const PATHS: &[&[u8]] = &[b"/", b"/ws/echo", b"/a?b=c&d", b"/%0d%0a", b"/x y", b"/\r\nX: y", b""];
+const PATHS: &[&[u8]] = &[
+    b"/",
+    b"/ws/echo",
+    b"/a?b=c&d",
+    b"/%0d%0a",
+    b"/x y",
+    b"/\r\nX: y",
+    b"",
+];
 const HOSTS: &[&[u8]] = &[b"127.0.0.1:8080", b"[::1]:80", b"h", b"", b"h\r\nX: y"];
-const PROTOCOLS: &[&[u8]] = &[b"websocket", b"WebSocket", b"h2c, websocket", b" ", b"", b"a\nb"];
+const PROTOCOLS: &[&[u8]] = &[
+    b"websocket",
+    b"WebSocket",
+    b"h2c, websocket",
+    b" ",
+    b"",
+    b"a\nb",
+];
 const FWD: &[&[u8]] = &[b"127.0.0.1", b"", b"x, y", b"a\rb"];
 
 fn is_token(s: &[u8]) -> bool {
@@ -75,10 +90,22 @@ pub fn run(data: &[u8]) {
     let mut uninit = vec![MaybeUninit::<u8>::uninit(); size + 7];
     assert_eq!(build_request(&req, &mut uninit[..]), Ok(n));
     // SAFETY: build_request wrote the first n bytes.
-    let written: Vec<u8> = uninit[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+    let written: Vec<u8> = uninit[..n]
+        .iter()
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
     assert_eq!(written, buf);
 
-    check_wire(&buf, &req.method, &path, &host, &protocol, &hs, add_forwarded, &ff);
+    check_wire(
+        &buf,
+        &req.method,
+        &path,
+        &host,
+        &protocol,
+        &hs,
+        add_forwarded,
+        &ff,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -94,8 +121,15 @@ fn check_wire(
 ) {
     // Exactly one head, ending where the buffer ends.
     assert!(buf.ends_with(b"\r\n\r\n"));
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("end of head");
-    assert_eq!(head_end + 4, buf.len(), "a second head or a body inside the request");
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head");
+    assert_eq!(
+        head_end + 4,
+        buf.len(),
+        "a second head or a body inside the request"
+    );
     // No bare CR or LF anywhere (no line injection, no obs-fold).
     for (i, &b) in buf.iter().enumerate() {
         if b == b'\r' {
@@ -106,7 +140,9 @@ fn check_wire(
         }
         assert!(b != 0 && b != 0x7f, "control byte {b:#x} at {i}");
     }
-    let mut lines = buf[..head_end].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = buf[..head_end]
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next().expect("request line");
     let mut want = method.to_vec();
     want.push(b' ');
@@ -115,9 +151,18 @@ fn check_wire(
     assert_eq!(first, &want[..]);
     let fields: Vec<(&[u8], &[u8])> = lines
         .map(|l| {
-            assert!(!l.is_empty() && l[0] != b' ' && l[0] != b'\t', "continuation line");
-            let colon = l.iter().position(|&b| b == b':').expect("field line with a colon");
-            (&l[..colon], l[colon + 1..].strip_prefix(b" ").unwrap_or(&l[colon + 1..]))
+            assert!(
+                !l.is_empty() && l[0] != b' ' && l[0] != b'\t',
+                "continuation line"
+            );
+            let colon = l
+                .iter()
+                .position(|&b| b == b':')
+                .expect("field line with a colon");
+            (
+                &l[..colon],
+                l[colon + 1..].strip_prefix(b" ").unwrap_or(&l[colon + 1..]),
+            )
         })
         .collect();
     let count = |n: &str| fields.iter().filter(|(k, _)| named(k, n)).count();
@@ -128,7 +173,9 @@ fn check_wire(
     for hop in ["transfer-encoding", "keep-alive", "te", "trailer"] {
         assert_eq!(count(hop), 0, "{hop} forwarded");
     }
-    assert!(!fields.iter().any(|(k, _)| k.len() >= 6 && k[..6].eq_ignore_ascii_case(b"proxy-")));
+    assert!(!fields
+        .iter()
+        .any(|(k, _)| k.len() >= 6 && k[..6].eq_ignore_ascii_case(b"proxy-")));
     let last = fields.len() - 1;
     assert_eq!(fields[last], (&b"Connection"[..], &b"Upgrade"[..]));
     assert_eq!(fields[last - 1], (&b"Upgrade"[..], protocol));
@@ -145,15 +192,25 @@ fn check_wire(
         let from_client = client.iter().any(|h| h.name == *k && h.value == *v);
         let is_fwd = k.len() > 12 && k[..12].eq_ignore_ascii_case(b"x-forwarded-");
         if !(add_forwarded && is_fwd) {
-            assert!(from_client, "field {:?} not from the client", String::from_utf8_lossy(k));
+            assert!(
+                from_client,
+                "field {:?} not from the client",
+                String::from_utf8_lossy(k)
+            );
             assert!(!named_by_conn.iter().any(|t| t.eq_ignore_ascii_case(k)));
         }
     }
     if add_forwarded {
         assert!(count("x-forwarded-for") <= 1);
         if !ff.is_empty() {
-            let xff = fields.iter().find(|(k, _)| named(k, "x-forwarded-for")).map(|f| f.1);
-            assert!(xff.is_some_and(|v| v.ends_with(ff)), "our X-Forwarded-For is not last");
+            let xff = fields
+                .iter()
+                .find(|(k, _)| named(k, "x-forwarded-for"))
+                .map(|f| f.1);
+            assert!(
+                xff.is_some_and(|v| v.ends_with(ff)),
+                "our X-Forwarded-For is not last"
+            );
         }
     }
     // And httparse agrees it is one complete request.

@@ -83,10 +83,17 @@ fn check_one(method: &[u8], proto: i32, hs: &[Header<'_>], worker: &[u8]) {
     }
 
     // Accepted: never with a body.
-    assert_eq!(count(hs, "transfer-encoding"), 0, "accepted with Transfer-Encoding");
+    assert_eq!(
+        count(hs, "transfer-encoding"),
+        0,
+        "accepted with Transfer-Encoding"
+    );
     for h in hs.iter().filter(|h| named(h.name, "content-length")) {
         let v = trim(h.value);
-        assert!(!v.is_empty() && v.iter().all(|&b| b == b'0'), "accepted with a body");
+        assert!(
+            !v.is_empty() && v.iter().all(|&b| b == b'0'),
+            "accepted with a body"
+        );
     }
     assert!(!c.protocol.is_empty());
     if default_route {

@@ -38,7 +38,10 @@ fn decode(input: &[u8], cuts: &[usize]) -> (Vec<u8>, End) {
         let len = piece.len();
         match d.decode(&mut piece) {
             Ok(r) => {
-                assert!(r.data_len <= r.consumed && r.consumed <= len, "{r:?} of {len}");
+                assert!(
+                    r.data_len <= r.consumed && r.consumed <= len,
+                    "{r:?} of {len}"
+                );
                 body.extend_from_slice(&piece[..r.data_len]);
                 if r.done {
                     assert!(d.is_done());
@@ -65,7 +68,9 @@ fn decode(input: &[u8], cuts: &[usize]) -> (Vec<u8>, End) {
 
 fn cuts_from(inp: &mut Input<'_>, len: usize) -> Vec<usize> {
     let n = inp.below(9);
-    let mut cuts: Vec<usize> = (0..n).map(|_| if len == 0 { 0 } else { inp.below(len + 1) }).collect();
+    let mut cuts: Vec<usize> = (0..n)
+        .map(|_| if len == 0 { 0 } else { inp.below(len + 1) })
+        .collect();
     cuts.sort_unstable();
     cuts
 }
@@ -79,7 +84,10 @@ pub fn run(data: &[u8]) {
         let cuts = cuts_from(&mut ci, input.len());
         let (body_whole, end_whole) = decode(input, &[]);
         let (body_split, end_split) = decode(input, &cuts);
-        assert_eq!(end_whole, end_split, "split at {cuts:?} changed the verdict");
+        assert_eq!(
+            end_whole, end_split,
+            "split at {cuts:?} changed the verdict"
+        );
         if end_whole != End::Failed {
             assert_eq!(body_whole, body_split, "split at {cuts:?} changed the body");
         }
@@ -101,7 +109,11 @@ fn round_trip(inp: &mut Input<'_>) {
         let fill = inp.u8();
         let chunk: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
         let zeros = inp.below(3);
-        let hex = if upper { format!("{len:X}") } else { format!("{len:x}") };
+        let hex = if upper {
+            format!("{len:X}")
+        } else {
+            format!("{len:x}")
+        };
         enc.extend(std::iter::repeat_n(b'0', zeros));
         enc.extend_from_slice(hex.as_bytes());
         match inp.below(4) {

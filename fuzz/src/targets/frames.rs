@@ -63,7 +63,10 @@ fn reference(s: &[u8], masked: bool) -> Vec<Ev> {
         let Some(&b1) = s.get(pos + 1) else { return ev };
         let m = b1 & 0x80 != 0;
         if m != masked {
-            ev.push(Ev::Violation(pos + 2, Violation::MaskMismatch { masked: m }));
+            ev.push(Ev::Violation(
+                pos + 2,
+                Violation::MaskMismatch { masked: m },
+            ));
             return ev;
         }
         let len7 = b1 & 0x7F;
@@ -123,7 +126,13 @@ struct Fed {
 }
 
 fn feed_all(t: &mut FrameTracker, s: &[u8], cuts: &[usize]) -> Fed {
-    let mut out = Fed { events: Vec::new(), held: Vec::new(), own_pongs: Vec::new(), messages: 0, frames: 0 };
+    let mut out = Fed {
+        events: Vec::new(),
+        held: Vec::new(),
+        own_pongs: Vec::new(),
+        messages: 0,
+        frames: 0,
+    };
     let mut from = 0;
     let mut lost = false;
     for &to in cuts.iter().chain(std::iter::once(&s.len())) {
@@ -138,7 +147,11 @@ fn feed_all(t: &mut FrameTracker, s: &[u8], cuts: &[usize]) -> Fed {
             guard += 1;
             assert!(guard <= calls_max, "feed makes no progress");
             let f = t.feed(piece);
-            assert!(f.consumed > 0, "nothing consumed from {} bytes", piece.len());
+            assert!(
+                f.consumed > 0,
+                "nothing consumed from {} bytes",
+                piece.len()
+            );
             assert!(f.consumed <= piece.len());
             at += f.consumed;
             piece = &piece[f.consumed..];
@@ -151,7 +164,8 @@ fn feed_all(t: &mut FrameTracker, s: &[u8], cuts: &[usize]) -> Fed {
             if let Some(h) = f.header {
                 assert!(usize::from(h.header_len) <= MAX_HEADER_LEN);
                 assert_eq!(h.mask.is_some(), t.masked());
-                out.events.push(Ev::Header(at, h.opcode.bits(), h.payload_len));
+                out.events
+                    .push(Ev::Header(at, h.opcode.bits(), h.payload_len));
             }
             if let Some(e) = f.end {
                 out.events.push(Ev::End(at));
@@ -175,7 +189,10 @@ fn feed_all(t: &mut FrameTracker, s: &[u8], cuts: &[usize]) -> Fed {
             }
             // Stops only at events: consumed everything, or an event happened.
             if !piece.is_empty() {
-                assert!(f.header.is_some() || f.end.is_some() || f.violation.is_some(), "stopped early for nothing");
+                assert!(
+                    f.header.is_some() || f.end.is_some() || f.violation.is_some(),
+                    "stopped early for nothing"
+                );
             }
             let held = t.held();
             assert!(held <= MAX_HEADER_LEN + MAX_PONG_TOKEN, "held {held}");
@@ -190,7 +207,9 @@ fn feed_all(t: &mut FrameTracker, s: &[u8], cuts: &[usize]) -> Fed {
 
 fn cuts_from(inp: &mut Input<'_>, len: usize) -> Vec<usize> {
     let n = inp.below(12);
-    let mut c: Vec<usize> = (0..n).map(|_| if len == 0 { 0 } else { inp.below(len + 1) }).collect();
+    let mut c: Vec<usize> = (0..n)
+        .map(|_| if len == 0 { 0 } else { inp.below(len + 1) })
+        .collect();
     c.sort_unstable();
     c
 }
@@ -245,7 +264,13 @@ fn generated(inp: &mut Input<'_>, masked: bool) {
                 };
                 let payload = vec![inp.u8(); len];
                 let fin = inp.bool();
-                let op = if in_message { Opcode::Continuation } else if kind == 0 { Opcode::Text } else { Opcode::Binary };
+                let op = if in_message {
+                    Opcode::Continuation
+                } else if kind == 0 {
+                    Opcode::Text
+                } else {
+                    Opcode::Binary
+                };
                 let n = write_frame(&mut buf, fin, op, &payload, mask).expect("data frame");
                 // RSV bits are the extensions' business: set some.
                 if inp.u8() % 4 == 0 {
@@ -279,19 +304,35 @@ fn generated(inp: &mut Input<'_>, masked: bool) {
         assert!(t.expect_pong(&token));
     }
     let fed = feed_all(&mut t, &s, &cuts);
-    assert_eq!(t.lost_sync(), None, "a valid stream lost sync: {:?}", fed.events);
+    assert_eq!(
+        t.lost_sync(),
+        None,
+        "a valid stream lost sync: {:?}",
+        fed.events
+    );
     assert_eq!(fed.frames, frames);
     assert_eq!(t.messages(), messages);
     assert!(t.at_boundary());
     assert_eq!(t.in_fragmented_message(), in_message);
     assert_eq!(t.close_seen(), close.is_some());
     assert_eq!(t.close_code(), close);
-    assert_eq!(reference(&s, masked).iter().filter(|e| matches!(e, Ev::End(_))).count() as u64, frames);
+    assert_eq!(
+        reference(&s, masked)
+            .iter()
+            .filter(|e| matches!(e, Ev::End(_)))
+            .count() as u64,
+        frames
+    );
     if arm && pong_placed {
         // The first Pong carrying the token is ours (another Pong with the
         // same payload placed earlier by kind 4 is possible but rare: then
         // that one is taken; either way exactly one).
-        assert_eq!(fed.own_pongs.len(), 1, "own pong not reported once: {:?}", fed.own_pongs);
+        assert_eq!(
+            fed.own_pongs.len(),
+            1,
+            "own pong not reported once: {:?}",
+            fed.own_pongs
+        );
         let (end, len) = fed.own_pongs[0];
         let start = end - len as usize;
         for &(at, held) in &fed.held {

@@ -14,8 +14,7 @@ use wstunnel_core::ffi::contract::{
     wst_str, wst_upgrade_verdict,
 };
 use wstunnel_core::ffi::handshake::{
-    wst_build_request, wst_check_request, wst_chunked_decode, wst_parse_response,
-    wst_request_size,
+    wst_build_request, wst_check_request, wst_chunked_decode, wst_parse_response, wst_request_size,
 };
 use wstunnel_core::handshake::{self, ChunkedDecoder, Expect, Verdict, MAX_RESPONSE_HEADERS};
 
@@ -23,7 +22,11 @@ use crate::{Headers, Input, METHODS, WORKER_UPGRADES};
 
 fn s(b: &[u8]) -> wst_str {
     wst_str {
-        ptr: if b.is_empty() { ptr::null() } else { b.as_ptr().cast::<c_char>() },
+        ptr: if b.is_empty() {
+            ptr::null()
+        } else {
+            b.as_ptr().cast::<c_char>()
+        },
         len: b.len(),
     }
 }
@@ -46,10 +49,19 @@ pub fn run(data: &[u8]) {
     let proto = if inp.bool() { 1001 } else { 1000 };
     let headers = Headers::generate(&mut inp, 16);
     let hviews = headers.views();
-    let mut carr: Vec<wst_header> =
-        hviews.iter().map(|h| wst_header { name: s(h.name), value: s(h.value) }).collect();
+    let mut carr: Vec<wst_header> = hviews
+        .iter()
+        .map(|h| wst_header {
+            name: s(h.name),
+            value: s(h.value),
+        })
+        .collect();
     let null_headers = carr.is_empty() && inp.bool();
-    let hptr = if null_headers { ptr::null() } else { carr.as_mut_ptr().cast_const() };
+    let hptr = if null_headers {
+        ptr::null()
+    } else {
+        carr.as_mut_ptr().cast_const()
+    };
 
     // --- wst_check_request
     let mut out = wst_request_check {
@@ -60,7 +72,8 @@ pub fn run(data: &[u8]) {
         reason: ptr::null(),
     };
     // SAFETY: every pointer is valid for its length.
-    let st = unsafe { wst_check_request(s(&method), proto, hptr, carr.len(), s(&worker), &mut out) };
+    let st =
+        unsafe { wst_check_request(s(&method), proto, hptr, carr.len(), s(&worker), &mut out) };
     assert_eq!(st, wst_status::WST_OK);
     let safe = handshake::check_request(&method, proto, hviews.iter().copied(), &worker);
     let verdict = match safe.verdict {
@@ -81,12 +94,28 @@ pub fn run(data: &[u8]) {
     // A NULL pointer with a length is refused, and the output left alone.
     let before = out.verdict;
     // SAFETY: the export checks the pointer before any use.
-    let st = unsafe { wst_check_request(wst_str { ptr: ptr::null(), len: 3 }, proto, hptr, carr.len(), s(&worker), &mut out) };
+    let st = unsafe {
+        wst_check_request(
+            wst_str {
+                ptr: ptr::null(),
+                len: 3,
+            },
+            proto,
+            hptr,
+            carr.len(),
+            s(&worker),
+            &mut out,
+        )
+    };
     assert_eq!(st, wst_status::WST_ERR_ARG);
     assert_eq!(out.verdict, before);
 
     // --- wst_request_size / wst_build_request
-    let proto_sent = if protocol.is_empty() { b"websocket".to_vec() } else { protocol.to_vec() };
+    let proto_sent = if protocol.is_empty() {
+        b"websocket".to_vec()
+    } else {
+        protocol.to_vec()
+    };
     let req = wst_backend_request {
         method: s(&method),
         path: s(b"/p?q"),
@@ -143,8 +172,13 @@ pub fn run(data: &[u8]) {
     // SAFETY: a zeroed wst_response is a valid bit pattern (C struct of ints and pointers).
     let mut r: wst_response = unsafe { std::mem::zeroed() };
     // SAFETY: resp is valid for its length; out is a valid struct.
-    let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &out, i32::from(head), &mut r) };
-    let expect = Expect { protocol, is_websocket: out.is_websocket != 0, key };
+    let st =
+        unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &out, i32::from(head), &mut r) };
+    let expect = Expect {
+        protocol,
+        is_websocket: out.is_websocket != 0,
+        key,
+    };
     let mut hs = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     match handshake::parse_response(&resp, &expect, head, &mut hs) {
         None => assert_eq!(st, wst_status::WST_PARTIAL),
@@ -168,10 +202,15 @@ pub fn run(data: &[u8]) {
     // --- wst_chunked_decode, whole input, against the safe decoder
     let mut body = inp.rest().to_vec();
     let mut body2 = body.clone();
-    let mut cst = wst_chunked { remaining: 0, state: 0, line_len: 0 };
+    let mut cst = wst_chunked {
+        remaining: 0,
+        state: 0,
+        line_len: 0,
+    };
     let (mut dl, mut cons) = (usize::MAX, usize::MAX);
     // SAFETY: all pointers valid; body valid for its length.
-    let st = unsafe { wst_chunked_decode(&mut cst, body.as_mut_ptr(), body.len(), &mut dl, &mut cons) };
+    let st =
+        unsafe { wst_chunked_decode(&mut cst, body.as_mut_ptr(), body.len(), &mut dl, &mut cons) };
     let mut d = ChunkedDecoder::default();
     match d.decode(&mut body2) {
         Ok(res) => {
@@ -182,14 +221,26 @@ pub fn run(data: &[u8]) {
         }
         Err(_) => {
             assert_eq!(st, wst_status::WST_ERR_INVALID);
-            assert_eq!((dl, cons), (usize::MAX, usize::MAX), "outputs set on failure");
+            assert_eq!(
+                (dl, cons),
+                (usize::MAX, usize::MAX),
+                "outputs set on failure"
+            );
         }
     }
-    assert_eq!((cst.remaining, cst.state, cst.line_len), (d.remaining, d.state, d.line_len));
+    assert_eq!(
+        (cst.remaining, cst.state, cst.line_len),
+        (d.remaining, d.state, d.line_len)
+    );
     // A corrupted state is refused and left alone.
-    let mut bad = wst_chunked { remaining: 1, state: 999, line_len: 0 };
+    let mut bad = wst_chunked {
+        remaining: 1,
+        state: 999,
+        line_len: 0,
+    };
     // SAFETY: as above.
-    let st = unsafe { wst_chunked_decode(&mut bad, body.as_mut_ptr(), body.len(), &mut dl, &mut cons) };
+    let st =
+        unsafe { wst_chunked_decode(&mut bad, body.as_mut_ptr(), body.len(), &mut dl, &mut cons) };
     assert_eq!(st, wst_status::WST_ERR_ARG);
     assert_eq!(bad.state, 999);
 }

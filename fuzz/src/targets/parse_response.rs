@@ -15,7 +15,14 @@ use wstunnel_core::handshake::{
 
 use crate::{named, trim, Input, KEY};
 
-const PROTOCOLS: &[&[u8]] = &[b"websocket", b"WebSocket", b"h2c", b"h2c, websocket", b"foo/2", b""];
+const PROTOCOLS: &[&[u8]] = &[
+    b"websocket",
+    b"WebSocket",
+    b"h2c",
+    b"h2c, websocket",
+    b"foo/2",
+    b"",
+];
 const KEYS: &[&[u8]] = &[KEY, b"AAAAAAAAAAAAAAAAAAAAAA==", b""];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +67,11 @@ pub fn run(data: &[u8]) {
             buf.splice(pos..pos + 4, good.iter().copied());
         }
     }
-    let expect = Expect { protocol, is_websocket, key };
+    let expect = Expect {
+        protocol,
+        is_websocket,
+        key,
+    };
 
     let mut hs = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let Some(r) = parse_response(&buf, &expect, head, &mut hs) else {
@@ -119,7 +130,11 @@ pub fn run(data: &[u8]) {
                     .filter(|h| named(h.name.as_bytes(), "sec-websocket-accept"))
                     .map(|h| trim(h.value))
                     .collect();
-                assert_eq!(accepts, vec![&websocket_accept(key)[..]], "accept not verified");
+                assert_eq!(
+                    accepts,
+                    vec![&websocket_accept(key)[..]],
+                    "accept not verified"
+                );
             }
         }
     }
@@ -128,7 +143,10 @@ pub fn run(data: &[u8]) {
     drop(r);
     // The head alone gives the same verdict: the bytes after it (tunnel
     // data, body) play no part.
-    assert_eq!(parse(&buf[..header_len], &expect, head).as_ref(), Some(&whole));
+    assert_eq!(
+        parse(&buf[..header_len], &expect, head).as_ref(),
+        Some(&whole)
+    );
     // Strict prefixes of a head that parsed are incomplete.
     if whole.kind != ResponseKind::Invalid {
         let mut cuts = vec![0, header_len - 1, header_len / 2];
@@ -136,7 +154,11 @@ pub fn run(data: &[u8]) {
             cuts.push((cut_seed >> (8 * i)) % header_len);
         }
         for cut in cuts {
-            assert_eq!(parse(&buf[..cut], &expect, head), None, "prefix of {cut} bytes is complete");
+            assert_eq!(
+                parse(&buf[..cut], &expect, head),
+                None,
+                "prefix of {cut} bytes is complete"
+            );
         }
     }
 }

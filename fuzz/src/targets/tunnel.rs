@@ -222,9 +222,22 @@ impl Endpoint for Ep<'_> {
         let peer = self.peer.borrow();
         for &b in &buf[..take] {
             let i = st.received;
-            assert!(i < peer.produced, "{:?} got a byte its peer never produced", self.side);
-            let other = if self.side == Side::Client { Side::Backend } else { Side::Client };
-            assert_eq!(b, stream_byte(other, i), "{:?} byte {i} wrong or out of order", self.side);
+            assert!(
+                i < peer.produced,
+                "{:?} got a byte its peer never produced",
+                self.side
+            );
+            let other = if self.side == Side::Client {
+                Side::Backend
+            } else {
+                Side::Client
+            };
+            assert_eq!(
+                b,
+                stream_byte(other, i),
+                "{:?} byte {i} wrong or out of order",
+                self.side
+            );
             st.received += 1;
         }
         Io::Ok(take)
@@ -234,8 +247,16 @@ impl Endpoint for Ep<'_> {
         let mut st = self.st.borrow_mut();
         assert!(!st.shut, "{:?} shut twice", self.side);
         let peer = self.peer.borrow();
-        assert!(peer.eof_given || peer.hup, "{:?} shut before its peer's EOF", self.side);
-        assert_eq!(st.received, peer.produced, "{:?} shut before the last byte", self.side);
+        assert!(
+            peer.eof_given || peer.hup,
+            "{:?} shut before its peer's EOF",
+            self.side
+        );
+        assert_eq!(
+            st.received, peer.produced,
+            "{:?} shut before the last byte",
+            self.side
+        );
         st.shut = true;
         let mut s = self.script.borrow_mut();
         if s.live() && s.inp.u8() % 8 == 7 {
@@ -297,8 +318,18 @@ pub fn run(data: &[u8]) {
             st.produced += 1;
         }
     }
-    let mut client = Ep { side: Side::Client, script: script.clone(), st: cst.clone(), peer: bst.clone() };
-    let mut backend = Ep { side: Side::Backend, script: script.clone(), st: bst.clone(), peer: cst.clone() };
+    let mut client = Ep {
+        side: Side::Client,
+        script: script.clone(),
+        st: cst.clone(),
+        peer: bst.clone(),
+    };
+    let mut backend = Ep {
+        side: Side::Backend,
+        script: script.clone(),
+        st: bst.clone(),
+        peer: cst.clone(),
+    };
     let stopped = RefCell::new(false);
     let should_stop = || {
         let mut s = script.borrow_mut();
@@ -339,11 +370,17 @@ pub fn run(data: &[u8]) {
             }
         }
         EndReason::ClientError => {
-            assert!(c.failed, "client error but the client never failed: {stats:?}");
+            assert!(
+                c.failed,
+                "client error but the client never failed: {stats:?}"
+            );
             assert!(stats.closed_first.is_some());
         }
         EndReason::BackendError => {
-            assert!(b.failed, "backend error but the backend never failed: {stats:?}");
+            assert!(
+                b.failed,
+                "backend error but the backend never failed: {stats:?}"
+            );
             assert!(stats.closed_first.is_some());
         }
         EndReason::Stopped => assert!(*stopped.borrow(), "stopped, yet should_stop never said so"),

@@ -821,7 +821,8 @@ fn traffic_until(
         for i in 0..n {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(&upgrade(&format!("/ws/stop/{i}")).to_bytes()).unwrap();
+            s.write_all(&upgrade(&format!("/ws/stop/{i}")).to_bytes())
+                .unwrap();
             let mut head = Vec::new();
             let mut b = [0u8; 1024];
             while ws::head_end(&head).is_none() {
@@ -869,7 +870,11 @@ fn stop_while_200_tunnels_carry_traffic() {
         ))
         .start();
     // Under valgrind (httpd -X: one process, 64 threads) fewer tunnels fit.
-    let n = if std::env::var_os("WST_VALGRIND").is_some() { 40 } else { 200 };
+    let n = if std::env::var_os("WST_VALGRIND").is_some() {
+        40
+    } else {
+        200
+    };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let t = traffic_until(&h, n, stop.clone());
     std::thread::sleep(Duration::from_secs(3));
@@ -878,8 +883,15 @@ fn stop_while_200_tunnels_carry_traffic() {
     let msgs = t.join().unwrap();
     let log = h.error_log();
     let crashes: Vec<&str> = log.lines().filter(|l| l.contains("exit signal")).collect();
-    eprintln!("stop with {n} busy tunnels: {msgs} messages echoed, stopped in {:?}, crashes {crashes:?}", r.elapsed);
-    assert!(crashes.is_empty(), "children crashed on stop:\n{}", crashes.join("\n"));
+    eprintln!(
+        "stop with {n} busy tunnels: {msgs} messages echoed, stopped in {:?}, crashes {crashes:?}",
+        r.elapsed
+    );
+    assert!(
+        crashes.is_empty(),
+        "children crashed on stop:\n{}",
+        crashes.join("\n")
+    );
     assert!(!r.killed, "SIGKILL was needed");
 }
 
@@ -893,7 +905,12 @@ fn loopback_alias() -> Option<String> {
     hosts
         .lines()
         .filter(|l| l.split_whitespace().next() == Some("127.0.0.1"))
-        .flat_map(|l| l.split_whitespace().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .find(|n| n != "localhost" && !n.starts_with('#'))
 }
 
@@ -916,13 +933,19 @@ fn wss_backend_verification_follows_sslproxy_settings() {
         let mut v = vec![
             (
                 "verifying, trusted CA, right name",
-                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", backend_pki.ca_file().display()),
+                format!(
+                    "SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n",
+                    backend_pki.ca_file().display()
+                ),
                 "localhost".to_string(),
                 101,
             ),
             (
                 "verifying, untrusted CA",
-                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", other_pki.ca_file().display()),
+                format!(
+                    "SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n",
+                    other_pki.ca_file().display()
+                ),
                 "localhost".to_string(),
                 502,
             ),
@@ -936,7 +959,10 @@ fn wss_backend_verification_follows_sslproxy_settings() {
         if let Some(a) = &alias {
             v.push((
                 "verifying, trusted CA, name not in the certificate",
-                format!("SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n", backend_pki.ca_file().display()),
+                format!(
+                    "SSLProxyVerify require\nSSLProxyCACertificateFile \"{}\"\n",
+                    backend_pki.ca_file().display()
+                ),
                 a.clone(),
                 502,
             ));
@@ -966,7 +992,13 @@ fn wss_backend_verification_follows_sslproxy_settings() {
             .error_log()
             .lines()
             .filter(|l| l.contains(":error]"))
-            .map(|l| l.split_once("] ").map_or(l, |x| x.1).chars().take(160).collect())
+            .map(|l| {
+                l.split_once("] ")
+                    .map_or(l, |x| x.1)
+                    .chars()
+                    .take(160)
+                    .collect()
+            })
             .collect();
         eprintln!("TLS {what}: {} ; error.log: {errs:?}", r.status);
         assert_eq!(r.status, want, "{what}: {}\n{}", r.head, h.error_log());

@@ -31,7 +31,8 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-const TUNNEL_LOG: &str = "CustomLog \"{DIR}/logs/tunnel.log\" \"%>s %{wstunnel-end}n %{wstunnel-closed-first}n %r\"\n";
+const TUNNEL_LOG: &str =
+    "CustomLog \"{DIR}/logs/tunnel.log\" \"%>s %{wstunnel-end}n %{wstunnel-closed-first}n %r\"\n";
 
 fn mpm_config(mpm: &str, tunnels: usize) -> String {
     match mpm {
@@ -66,7 +67,10 @@ fn figures(h: &Httpd) -> Figures {
         children: pids.len(),
         fds: pids.iter().filter_map(|p| fd_count(*p)).sum(),
         rss_kib: total_rss_kib(&pids),
-        close_wait: socks.iter().filter(|(_, s)| s.state == TCP_CLOSE_WAIT).count(),
+        close_wait: socks
+            .iter()
+            .filter(|(_, s)| s.state == TCP_CLOSE_WAIT)
+            .count(),
         sockets: open_sockets(h).len(),
     }
 }
@@ -92,7 +96,10 @@ impl Rng {
 }
 
 fn raise_nofile(want: u64) {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit read or write a valid local rlimit.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
@@ -119,10 +126,25 @@ fn open_tunnels(h: &Httpd, n: usize, round: usize) -> Vec<Conn> {
             assert!(k > 0, "tunnel {i}: EOF in the 101");
             head.extend_from_slice(&b[..k]);
         }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "tunnel {i}: {}", String::from_utf8_lossy(&head));
-        assert_eq!(ws::head_end(&head), Some(head.len()), "tunnel {i}: bytes after the 101");
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "tunnel {i}: {}",
+            String::from_utf8_lossy(&head)
+        );
+        assert_eq!(
+            ws::head_end(&head),
+            Some(head.len()),
+            "tunnel {i}: bytes after the 101"
+        );
         s.set_nonblocking(true).unwrap();
-        conns.push(Conn { s, frame: Vec::new(), sent: 0, got: 0, next_at: Instant::now(), msgs: 0 });
+        conns.push(Conn {
+            s,
+            frame: Vec::new(),
+            sent: 0,
+            got: 0,
+            next_at: Instant::now(),
+            msgs: 0,
+        });
     }
     eprintln!("  round {round}: {n} tunnels open in {:?}", t0.elapsed());
     conns
@@ -151,7 +173,9 @@ fn traffic(conns: &mut [Conn], secs: u64, seed: u64) -> (u64, u64) {
                 }
             }
         }
-        let busy: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].got < conns[i].frame.len()).collect();
+        let busy: Vec<usize> = (0..conns.len())
+            .filter(|&i| conns[i].got < conns[i].frame.len())
+            .collect();
         if finishing && busy.is_empty() {
             break;
         }
@@ -164,8 +188,17 @@ fn traffic(conns: &mut [Conn], secs: u64, seed: u64) -> (u64, u64) {
             .iter()
             .map(|&i| {
                 let c = &conns[i];
-                let ev = libc::POLLIN | if c.sent < c.frame.len() { libc::POLLOUT } else { 0 };
-                libc::pollfd { fd: c.s.as_raw_fd(), events: ev, revents: 0 }
+                let ev = libc::POLLIN
+                    | if c.sent < c.frame.len() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    };
+                libc::pollfd {
+                    fd: c.s.as_raw_fd(),
+                    events: ev,
+                    revents: 0,
+                }
             })
             .collect();
         // SAFETY: pfds is a valid array of pollfd for its length.
@@ -176,7 +209,10 @@ fn traffic(conns: &mut [Conn], secs: u64, seed: u64) -> (u64, u64) {
                 continue;
             }
             let c = &mut conns[i];
-            assert!(r & (libc::POLLERR | libc::POLLNVAL) == 0, "tunnel {i}: poll error {r:#x}");
+            assert!(
+                r & (libc::POLLERR | libc::POLLNVAL) == 0,
+                "tunnel {i}: poll error {r:#x}"
+            );
             if r & libc::POLLOUT != 0 && c.sent < c.frame.len() {
                 match c.s.write(&c.frame[c.sent..]) {
                     Ok(n) => c.sent += n,
@@ -189,7 +225,11 @@ fn traffic(conns: &mut [Conn], secs: u64, seed: u64) -> (u64, u64) {
                     Ok(0) => {
                         if let Some(b) = BACKEND_DEBUG.get() {
                             let ended: Vec<String> = (0..b.connections())
-                                .filter_map(|k| b.seen(k).filter(|x| !x.end.is_empty()).map(|x| format!("{k}: {} after {} bytes", x.end, x.bytes_after)))
+                                .filter_map(|k| {
+                                    b.seen(k).filter(|x| !x.end.is_empty()).map(|x| {
+                                        format!("{k}: {} after {} bytes", x.end, x.bytes_after)
+                                    })
+                                })
                                 .collect();
                             eprintln!("backend connections that ended: {ended:?}");
                         }
@@ -197,7 +237,11 @@ fn traffic(conns: &mut [Conn], secs: u64, seed: u64) -> (u64, u64) {
                     }
                     Ok(n) => {
                         assert!(c.got + n <= c.sent, "tunnel {i}: more echoed than sent");
-                        assert_eq!(&buf[..n], &c.frame[c.got..c.got + n], "tunnel {i}: echo differs");
+                        assert_eq!(
+                            &buf[..n],
+                            &c.frame[c.got..c.got + n],
+                            "tunnel {i}: echo differs"
+                        );
                         c.got += n;
                         bytes += n as u64;
                         last_progress = Instant::now();
@@ -233,7 +277,9 @@ fn close_all(conns: Vec<Conn>) {
     let mut buf = [0u8; 4096];
     for (i, mut s) in half {
         s.set_nonblocking(false).unwrap();
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
         s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
             Ok(0) => {}
@@ -291,12 +337,17 @@ fn soak(mpm: &str) {
         close_all(conns);
         let want = n * (round + 1);
         assert!(
-            wst_e2e::wait_for(Duration::from_secs(30), || (tunnels_logged(&h) >= want).then_some(())).is_some(),
+            wst_e2e::wait_for(Duration::from_secs(30), || (tunnels_logged(&h) >= want)
+                .then_some(()))
+            .is_some(),
             "warm-up: {} of {want} tunnels logged their end",
             tunnels_logged(&h)
         );
         std::thread::sleep(Duration::from_secs(1));
-        eprintln!("  warm-up {round}: {m0} messages, {b0} bytes echoed; then {:?}", figures(&h));
+        eprintln!(
+            "  warm-up {round}: {m0} messages, {b0} bytes echoed; then {:?}",
+            figures(&h)
+        );
     }
     let before = figures(&h);
 
@@ -310,8 +361,14 @@ fn soak(mpm: &str) {
     if std::env::var("SOAK_FD_DUMP").is_ok() {
         let mut kinds = std::collections::BTreeMap::new();
         for p in h.child_pids() {
-            for e in std::fs::read_dir(format!("/proc/{p}/fd")).into_iter().flatten().flatten() {
-                let l = std::fs::read_link(e.path()).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            for e in std::fs::read_dir(format!("/proc/{p}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let l = std::fs::read_link(e.path())
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let k = l.split(':').next().unwrap_or("").to_string();
                 *kinds.entry(k).or_insert(0) += 1;
             }
@@ -334,7 +391,8 @@ fn soak(mpm: &str) {
         (f.fds <= before.fds && f.close_wait == 0 && f.sockets == 0).then_some(f)
     });
     let after = settled.unwrap_or_else(|| figures(&h));
-    let rss_delta_pct = (after.rss_kib as f64 - before.rss_kib as f64) * 100.0 / before.rss_kib as f64;
+    let rss_delta_pct =
+        (after.rss_kib as f64 - before.rss_kib as f64) * 100.0 / before.rss_kib as f64;
     eprintln!(
         "SOAK {mpm}: {n} tunnels, {took:.1?} of traffic, {msgs} messages, {} MiB echoed ({:.0} msg/s)\n  \
          before: children {} fds {} RSS {} KiB CLOSE_WAIT {} sockets {}\n  \
@@ -348,10 +406,23 @@ fn soak(mpm: &str) {
         rss_delta_pct,
         (after.rss_kib as f64 - cold.rss_kib as f64) * 100.0 / cold.rss_kib as f64,
     );
-    assert!(during_open.fds >= before.fds + n, "the tunnels did not show in the children's fds");
-    assert_eq!(after.close_wait, 0, "sockets in CLOSE_WAIT: {:?}", open_sockets(&h));
+    assert!(
+        during_open.fds >= before.fds + n,
+        "the tunnels did not show in the children's fds"
+    );
+    assert_eq!(
+        after.close_wait,
+        0,
+        "sockets in CLOSE_WAIT: {:?}",
+        open_sockets(&h)
+    );
     assert_eq!(after.sockets, 0, "sockets left: {:?}", open_sockets(&h));
-    assert!(after.fds <= before.fds, "fds {} before, {} after", before.fds, after.fds);
+    assert!(
+        after.fds <= before.fds,
+        "fds {} before, {} after",
+        before.fds,
+        after.fds
+    );
     assert!(
         rss_delta_pct <= rss_pct as f64,
         "RSS {} KiB before, {} KiB after ({rss_delta_pct:+.2}%)",
