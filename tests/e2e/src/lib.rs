@@ -14,7 +14,6 @@
 pub mod backend;
 pub mod client;
 pub mod faults;
-pub mod faults;
 pub mod h2ws;
 pub mod httpd;
 pub mod net;
