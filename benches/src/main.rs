@@ -9,6 +9,7 @@
 //!
 //! Usage: wst-bench [run] [--quick] [--module PATH] [--out DIR] [--rounds N]
 //!        wst-bench echo PORT        (the echo backend; started by run)
+//!        wst-bench chart [DIR [TITLE]]  (redraw DIR/ratios.png from DIR/latest-raw.tsv)
 //! BENCH_QUICK=1 is --quick. Needs: apache2, nginx (nginx-light), haproxy,
 //! fonts-dejavu-core (the chart's font). Installs nothing.
 
@@ -48,6 +49,17 @@ fn main() {
         echo::serve(port);
     }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if args.first().map(String::as_str) == Some("chart") {
+        // Redraw results/ratios.png from results/latest-raw.tsv.
+        let dir = args.get(1).map_or(here.join("results"), PathBuf::from);
+        let raw = std::fs::read_to_string(dir.join("latest-raw.tsv")).unwrap_or_default();
+        let title = args.get(2).cloned().unwrap_or_else(|| "mod_proxy_wstunnel (Rust) ÷ stock".into());
+        if let Err(e) = report::chart(&Results::from_tsv(&raw), &dir.join("ratios.png"), &title) {
+            eprintln!("wst-bench chart: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mut o = Opts {
         quick: std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0"),
         module: here.join("../build/mod_proxy_wstunnel.so"),
@@ -497,7 +509,7 @@ fn write_results(o: &Opts, p: &Plan, env: &Env, res: &Results, took: Duration) -
     use std::fmt::Write as _;
     let _ = writeln!(md, "## Performance\n");
     let _ = writeln!(md, "Measured {date} with `{}` ({} rounds, {:.0} s in all), on {cpus} shared cores, Linux {kernel}; {}; {nginx}; {haproxy}.\n", o.command, p.rounds, took.as_secs_f64(), env.httpd_version);
-    let _ = writeln!(md, "All traffic on 127.0.0.1: one load generator (tokio-tungstenite) and one echo backend (tokio-tungstenite) for every target. **ours**: httpd + this module; **stock-default**: the same httpd with Debian's mod_proxy_wstunnel and mod_proxy_http (which tunnels ws:// since 2.4.47); **stock-legacy**: the same with `ProxyWebsocketFallbackToProxyHttp Off` (the stock module's own tunnel); **nginx**, **haproxy**: Debian's, as peers; **direct**: the backend without a proxy. httpd runs the event MPM. Each round runs every workload on every target, the order rotating from round to round; cells are the median of the rounds ± half their range, ratios the median of per-round ratios (min–max). Throughput is echoed payload received back by the clients (10^6 B/s); CPU is utime+stime of all the proxy's processes (/proc) per 10^9 B tunneled (both directions); memory is (RSS with {} open idle tunnels − RSS with none) ÷ {}, all processes of the server; the tunnel count is how many one server held (each checked with an echo) under a configuration of {} × {} threads.\n", p.idle_tunnels, p.idle_tunnels, p.cap_sizing.servers, p.cap_sizing.threads);
+    let _ = writeln!(md, "All traffic on 127.0.0.1: one load generator (tokio-tungstenite) and one echo backend (tokio-tungstenite) for every target. **ours**: httpd + this module; **stock-default**: the same httpd with Debian's mod_proxy_wstunnel and mod_proxy_http (which tunnels ws:// since 2.4.47); **stock-legacy**: the same with `ProxyWebsocketFallbackToProxyHttp Off` (the stock module's own tunnel); **nginx**, **haproxy**: Debian's, as peers; **direct**: the backend without a proxy. httpd runs the event MPM. In each round every workload runs on every target: all targets' connections stay open and the targets take turns in {} slices (order rotating), so that the shared machine's noise falls on all alike; a target's figure for the round is the median over its slices (latency: per-slice p50/p99). Cells are the median over rounds ± half their range; ratios are the median of per-round ratios (min–max). Throughput is echoed payload received back by the clients (10^6 B/s) with at most {} KiB in flight per connection; CPU is utime+stime of all the proxy's processes (/proc) per 10^9 B tunneled (both directions); memory is (RSS with {} open idle tunnels − RSS with none, after a warm-up) ÷ {}, all processes of the server; the tunnel count is how many one server held (each checked with an echo) under a configuration of {} × {} threads (nginx, HAProxy: that many connections).\n", p.slices, load::window_bytes() / 1024, p.idle_tunnels, p.idle_tunnels, p.cap_sizing.servers, p.cap_sizing.threads);
     let _ = writeln!(md, "{}", res.table());
     let _ = writeln!(md, "![ours ÷ stock, per metric](benches/results/ratios.png)\n");
     let _ = writeln!(md, "Targets of issue #4 (ratios to the stock module in the same run): {met} of {total} met.\n");

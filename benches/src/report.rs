@@ -282,6 +282,20 @@ impl Results {
         (t, met, total)
     }
 
+    /// Samples back from [`raw_tsv`](Self::raw_tsv)'s text.
+    pub fn from_tsv(t: &str) -> Results {
+        let mut r = Results::default();
+        for l in t.lines().skip(1) {
+            let f: Vec<&str> = l.split('\t').collect();
+            if let (Some(m), Some(tg), Some(run), Some(v)) = (f.first(), f.get(1), f.get(2), f.get(3)) {
+                if let (Ok(run), Ok(v)) = (run.parse(), v.parse()) {
+                    r.add(m, tg, run, v);
+                }
+            }
+        }
+        r
+    }
+
     pub fn raw_tsv(&self) -> String {
         let mut s = String::from("metric\ttarget\trun\tvalue\n");
         for ((m, t), v) in &self.samples {
@@ -330,7 +344,7 @@ pub fn chart(r: &Results, path: &Path, title: &str) -> Result<(), String> {
         .iter()
         .flat_map(|r| r.bars.iter().filter_map(|b| b.0.as_ref().map(|s| s.max)))
         .fold(2.0f64, f64::max)
-        .min(20.0)
+        .min(4.0)
         * 1.08;
     let n = rows.len().max(1);
     let h = 180 + 46 * n as u32;
