@@ -591,6 +591,45 @@ impl FrameTracker {
         self.remaining
     }
 
+    /// How many of the next bytes of the stream may pass without being
+    /// looked at ([`skip`](Self::skip) instead of [`feed`](Self::feed)):
+    /// the rest of the current frame's payload, unless the tracker reads
+    /// that payload (a Close code not seen yet, a Pong being matched);
+    /// everything once sync is lost; 0 between frames and in headers.
+    pub fn skippable(&self) -> u64 {
+        if self.lost.is_some() {
+            return u64::MAX;
+        }
+        match self.frame {
+            // A Pong being matched, or a Close whose code is still to come:
+            // every byte is read.
+            Some(h) if self.matching || (h.opcode == Opcode::Close && self.offset < 2) => 0,
+            Some(_) => self.remaining,
+            None => 0,
+        }
+    }
+
+    /// Account for the next `n` bytes of the stream, which the caller moved
+    /// without showing them (e.g. spliced); at most
+    /// [`skippable`](Self::skippable) of them are taken (`consumed`). Reports
+    /// the frame's end when they complete it, like [`feed`](Self::feed).
+    pub fn skip(&mut self, n: usize) -> Feed {
+        let mut out = Feed::default();
+        let take = u64::try_from(n).unwrap_or(u64::MAX).min(self.skippable());
+        out.consumed = usize::try_from(take).unwrap_or(n).min(n);
+        if self.lost.is_some() || take == 0 {
+            return out;
+        }
+        if let Some(h) = self.frame {
+            self.offset = self.offset.saturating_add(take);
+            self.remaining = self.remaining.saturating_sub(take);
+            if self.remaining == 0 {
+                out.end = Some(self.finish(h));
+            }
+        }
+        out
+    }
+
     /// How many of the last bytes fed must not be forwarded yet, because
     /// they may be the start of the Pong announced by
     /// [`expect_pong`](Self::expect_pong) (at most `MAX_HEADER_LEN +
@@ -2021,6 +2060,80 @@ mod tests {
             }
             assert_eq!(rx.messages(), 60);
         }
+    }
+
+    #[test]
+    fn skipping_payloads_is_feeding_them() {
+        // Random streams, fed in random chunks with random parts of the
+        // skippable payloads skipped instead: the same frames, messages,
+        // boundaries and close code as feeding everything; a pong being
+        // matched and a close code not read yet are never skippable.
+        let mut rng = Rng(0x5EED_0F5C_1F00_0001);
+        for round in 0..8 {
+            let masked = round % 2 == 0;
+            let (s, want, close) = gen_stream(&mut rng, masked, 200, round < 4);
+            let mut t = FrameTracker::new(masked);
+            let mut ends = 0usize;
+            let mut skipped = 0u64;
+            let mut pos = 0usize;
+            while pos < s.len() {
+                let k = t.skippable();
+                if k > 0 && rng.chance(60) {
+                    let n = (1 + rng.below(k.min(100_000))) as usize;
+                    let n = n.min(s.len() - pos);
+                    let f = t.skip(n);
+                    assert_eq!(f.consumed, n);
+                    skipped += n as u64;
+                    pos += n;
+                    ends += usize::from(f.end.is_some());
+                    continue;
+                }
+                let to = (pos + 1 + rng.below(3000) as usize).min(s.len());
+                let f = t.feed(&s[pos..to]);
+                assert!(f.consumed > 0 && f.violation.is_none());
+                pos += f.consumed;
+                ends += usize::from(f.end.is_some());
+            }
+            assert!(skipped > 0);
+            assert_eq!(ends, want.len());
+            assert_eq!(t.frames(), want.len() as u64);
+            assert_eq!(
+                t.messages(),
+                want.iter().filter(|w| w.message_end).count() as u64
+            );
+            assert_eq!(t.close_code(), close);
+            assert!(t.at_boundary());
+            assert_eq!(t.skippable(), 0);
+        }
+        // Close code bytes and a matched pong are read, not skipped.
+        let mut t = FrameTracker::from_backend();
+        let c = enc(0x88, None, b"\x03\xe9bye");
+        let f = t.feed(&c[..2]);
+        assert!(f.header.is_some());
+        assert_eq!(t.skippable(), 0);
+        assert_eq!(t.skip(5).consumed, 0);
+        let f = t.feed(&c[2..4]);
+        assert_eq!(f.consumed, 2);
+        assert_eq!(t.close_code(), Some(1001));
+        assert_eq!(t.skippable(), 3);
+        let f = t.skip(10);
+        assert_eq!(f.consumed, 3);
+        assert!(f.end.is_some());
+        let mut t = FrameTracker::from_backend();
+        t.expect_pong(b"tok");
+        let p = enc(0x8a, None, b"tok");
+        let f = t.feed(&p[..3]);
+        assert_eq!(f.consumed, 2);
+        let f = t.feed(&p[2..3]);
+        assert_eq!(f.consumed, 1);
+        assert_eq!(t.skippable(), 0);
+        let f = t.feed(&p[3..]);
+        assert!(f.end.unwrap().own_pong);
+        // Lost sync: everything may pass.
+        let mut t = FrameTracker::from_backend();
+        let _ = t.feed(&[0x83]);
+        assert_eq!(t.skippable(), u64::MAX);
+        assert_eq!(t.skip(1 << 20).consumed, 1 << 20);
     }
 
     #[test]

@@ -76,8 +76,56 @@
 //! (EPIPE). POLLERR/POLLNVAL end the tunnel with that side's error. With
 //! these rules every wakeup either moves bytes, changes a state that removes
 //! the descriptor from the poll set, or ends the tunnel: no busy loop.
+//!
+//! # WebSocket tunnels
+//!
+//! With [`Config::websocket`], each direction has a
+//! [`FrameTracker`] (client→backend: masked
+//! frames; backend→client: unmasked) that sees every byte as it is read, the
+//! initially pending ones too; the figures ([`WsStats`]: messages, Close
+//! codes, lost sync) come from them. The tracker only observes: the bytes
+//! relayed are the bytes read, except for what the tunnel itself puts in or
+//! takes out below, and a stream that breaks the protocol is relayed
+//! untouched and never tracked or written into again.
+//!
+//! Zero-copy: frame headers always go through the buffer (the tracker must
+//! see them); the rest of a payload of at least 4 KiB is
+//! spliced when the buffer is empty, the tracker skipping it unseen
+//! ([`FrameTracker::skip`]), and the next header is read once the pipe has
+//! been written out (so buffer and pipe never both hold bytes). A stream
+//! that lost sync is spliced like a plain one.
+//!
+//! The tunnel writes frames of its own only at a frame boundary of the
+//! stream it writes into, after every pending byte (never while the pipe
+//! holds bytes), and never after that stream's own Close:
+//!
+//! - keep-alive ([`Config::ping_interval_ms`]): after an interval without
+//!   traffic (the tunnel's own frames and the Pongs it takes out are not
+//!   traffic), a Ping with a fresh 8-byte token goes to each side whose
+//!   answer can be watched (both streams in sync and open, no Close from
+//!   either side), at that stream's next boundary, or not at all if none
+//!   comes within the interval. The answering Pong is held back as it
+//!   arrives ([`FrameTracker::held`]) and taken out of the buffer whole;
+//!   other Pongs pass. A side that has not answered one interval after its
+//!   Ping went in ends the tunnel ([`EndReason::PingTimeout`]), and the next
+//!   round comes an interval after the last one began or after the last
+//!   traffic, whichever is later;
+//! - ending ([`EndReason::Idle`] with [`Config::idle_close_frame`],
+//!   [`EndReason::PingTimeout`], [`EndReason::GoingAway`] from
+//!   [`Stop::GoingAway`]): Close 1001 goes into each direction at its next
+//!   boundary (masked with a key from [`Config::random_seed`] towards the
+//!   backend); from then on that direction's source is read and dropped
+//!   (watched for the answering Close). A direction whose source already
+//!   sent its Close, lost sync, ended mid-frame or whose destination is gone
+//!   gets none. The tunnel ends once every direction has written its Close
+//!   (or everything it had), for going-away also once each side answered
+//!   with its Close or ended its input, and at the latest
+//!   [`Config::close_wait_ms`] after the decision; while ending, a failure
+//!   only ends its direction, and should_stop is still asked every tick
+//!   ([`Stop::Now`] cuts at once).
 
 use crate::ffi::sys::{self, Errno, Fd, FdIo};
+use crate::frames::{self, FrameTracker, CLOSE_GOING_AWAY, MAX_HEADER_LEN, MAX_PONG_TOKEN};
 
 /// Result of one endpoint operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +281,21 @@ impl<'a> Buffer<'a> {
     fn commit(&mut self, n: usize) {
         self.end = self.end.saturating_add(n).min(self.data.len());
     }
+
+    /// Take the `len` pending bytes at index `at` of `data` out, moving the
+    /// ones after them down. False (nothing changed) unless they are all
+    /// pending.
+    fn remove(&mut self, at: usize, len: usize) -> bool {
+        let Some(to) = at.checked_add(len) else {
+            return false;
+        };
+        if at < self.start || to > self.end {
+            return false;
+        }
+        self.data.copy_within(to..self.end, at);
+        self.end -= len;
+        true
+    }
 }
 
 /// Which side.
@@ -258,10 +321,60 @@ pub enum EndReason {
     /// No byte moved for the idle timeout (or, while closing without
     /// half-close, for the linger time).
     Idle,
-    /// should_stop said so.
+    /// should_stop said [`Stop::Now`] (or [`Stop::GoingAway`] for a plain
+    /// tunnel).
     Stopped,
     /// poll() itself failed.
     PollError,
+    /// WebSocket: a side did not answer the Ping the tunnel sent it.
+    PingTimeout,
+    /// WebSocket: should_stop said [`Stop::GoingAway`].
+    GoingAway,
+}
+
+/// What should_stop answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Carry on.
+    No,
+    /// End at once (bare close).
+    Now,
+    /// WebSocket tunnels: Close 1001 to both sides at a frame boundary,
+    /// then end once the Closes are through (see the module docs); plain
+    /// tunnels: as [`Stop::Now`].
+    GoingAway,
+}
+
+impl From<bool> for Stop {
+    fn from(stop: bool) -> Self {
+        if stop {
+            Stop::Now
+        } else {
+            Stop::No
+        }
+    }
+}
+
+/// The WebSocket figures of a tunnel (all zero / None for a plain one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WsStats {
+    /// Complete data messages the client sent (relayed).
+    pub messages_from_client: u64,
+    /// Complete data messages the backend sent (relayed).
+    pub messages_from_backend: u64,
+    /// Code of the last Close the client sent (1005 for a Close without a
+    /// code), None when it sent none.
+    pub close_code_from_client: Option<u16>,
+    /// The same for the backend.
+    pub close_code_from_backend: Option<u16>,
+    /// Pings the tunnel put in (both sides).
+    pub pings_sent: u32,
+    /// Pongs answering them, taken out of the streams.
+    pub pongs_consumed: u32,
+    /// The client's stream broke the protocol: no longer tracked.
+    pub lost_sync_client: bool,
+    /// The backend's stream broke the protocol: no longer tracked.
+    pub lost_sync_backend: bool,
 }
 
 /// What the tunnel did.
@@ -290,6 +403,8 @@ pub struct Stats {
     pub spliced: u64,
     /// Pipes made (a diagnostic).
     pub pipes: u64,
+    /// WebSocket figures.
+    pub ws: WsStats,
 }
 
 /// Without half-close, how long the final flush may go without progress
@@ -298,6 +413,15 @@ pub const CLOSE_LINGER_MS: u64 = 10_000;
 
 /// Default should_stop period.
 pub const DEFAULT_TICK_MS: u64 = 1000;
+
+/// WebSocket: how long the tunnel may take, once it has decided to send
+/// Close 1001 (idle timeout, dead ping, going away), to find the frame
+/// boundaries, write the Closes and (going away) see the answers.
+pub const CLOSE_WAIT_MS: u64 = 2000;
+
+/// WebSocket: the least payload worth splicing (the rest of a frame
+/// already begun); less goes through the buffer with the frames after it.
+const MIN_WS_SPLICE: u64 = 4096;
 
 /// Tunnel settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +435,19 @@ pub struct Config {
     pub half_close: bool,
     /// See [`CLOSE_LINGER_MS`].
     pub close_linger_ms: u64,
+    /// Both directions carry RFC 6455 frames: track them (headers only),
+    /// count messages, note Close codes; needed by the three below.
+    pub websocket: bool,
+    /// WebSocket: after this long without traffic, Ping both sides; no
+    /// answer within the same time ends the tunnel (Close 1001 to both).
+    pub ping_interval_ms: Option<u64>,
+    /// WebSocket: at the idle timeout, Close 1001 to both sides instead of
+    /// a bare close.
+    pub idle_close_frame: bool,
+    /// Seed of the mask keys and ping tokens.
+    pub random_seed: u32,
+    /// See [`CLOSE_WAIT_MS`].
+    pub close_wait_ms: u64,
 }
 
 impl Config {
@@ -325,7 +462,27 @@ impl Config {
                 .unwrap_or(DEFAULT_TICK_MS),
             half_close,
             close_linger_ms: CLOSE_LINGER_MS,
+            websocket: false,
+            ping_interval_ms: None,
+            idle_close_frame: false,
+            random_seed: 0,
+            close_wait_ms: CLOSE_WAIT_MS,
         }
+    }
+
+    /// The WebSocket settings from the C contract's values (`<= 0`: no
+    /// pings).
+    pub fn with_websocket(
+        mut self,
+        ping_interval_ms: i32,
+        idle_close_frame: bool,
+        random_seed: u32,
+    ) -> Self {
+        self.websocket = true;
+        self.ping_interval_ms = u64::try_from(ping_interval_ms).ok().filter(|&v| v > 0);
+        self.idle_close_frame = idle_close_frame;
+        self.random_seed = random_seed;
+        self
     }
 }
 
@@ -345,6 +502,94 @@ fn near_fd_limit(fd: Fd) -> bool {
     };
     let reserve = (limit / 8).max(64);
     u64::try_from(fd).map_or(true, |f| f.saturating_add(reserve) >= limit)
+}
+
+/// Where a direction stands with the Close 1001 the tunnel sends when it
+/// ends a WebSocket tunnel itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloseOut {
+    /// Not ending (or not decided for this direction yet).
+    None,
+    /// To be put in at the next frame boundary.
+    Pending,
+    /// Put in; the source's later bytes are read and dropped.
+    Sent,
+    /// None will be: the source's own Close went through, the stream lost
+    /// sync or ended mid-frame, or the destination is gone.
+    Skipped,
+}
+
+/// A keep-alive Ping towards a direction's destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PingOut {
+    None,
+    /// To be put in at the next frame boundary (given up at `since` plus
+    /// the interval).
+    Due { since: u64, token: [u8; 8] },
+    /// Put in at `at`; the answer is watched for on the other direction.
+    Sent { at: u64 },
+}
+
+/// A direction's WebSocket state.
+struct Frames {
+    tracker: FrameTracker,
+    /// Bytes of the tunnel's own Pongs taken out of the stream.
+    swallowed: u64,
+    own_pongs: u32,
+    close: CloseOut,
+    ping: PingOut,
+    /// Data messages when a Close of ours went in (later ones are not
+    /// relayed).
+    sealed_messages: Option<u64>,
+}
+
+impl Frames {
+    fn new(masked: bool) -> Self {
+        Frames {
+            tracker: FrameTracker::new(masked),
+            swallowed: 0,
+            own_pongs: 0,
+            close: CloseOut::None,
+            ping: PingOut::None,
+            sealed_messages: None,
+        }
+    }
+
+    /// A Close of ours went in: the source is read but not relayed.
+    fn sealed(&self) -> bool {
+        self.close == CloseOut::Sent
+    }
+
+    fn messages(&self) -> u64 {
+        self.sealed_messages
+            .unwrap_or_else(|| self.tracker.messages())
+    }
+
+    fn close_code(&self) -> Option<u16> {
+        if self.tracker.close_seen() {
+            Some(self.tracker.close_code().unwrap_or(1005))
+        } else {
+            None
+        }
+    }
+
+    /// Bytes that may be spliced now: the rest of a long payload (or
+    /// anything once the stream lost sync); 0 between frames, in headers,
+    /// when the payload is read (a Close code, a Pong being matched) or
+    /// dropped.
+    fn splice_allowance(&self) -> usize {
+        if self.sealed() {
+            return 0;
+        }
+        let k = self.tracker.skippable();
+        if self.tracker.lost_sync().is_some() {
+            usize::MAX
+        } else if k >= MIN_WS_SPLICE {
+            usize::try_from(k).unwrap_or(usize::MAX)
+        } else {
+            0
+        }
+    }
 }
 
 /// Which endpoint of a direction failed.
@@ -383,12 +628,22 @@ struct Dir<'a> {
     written: u64,
     spliced: u64,
     pipes: u64,
+    /// WebSocket tracking (None: a plain tunnel).
+    ws: Option<Frames>,
+    /// The last bytes the tunnel put in itself, as a range of the output
+    /// stream (`written` coordinates), and how many of such bytes were
+    /// written: they are not traffic.
+    inj_from: u64,
+    inj_to: u64,
+    injected_written: u64,
 }
 
 impl<'a> Dir<'a> {
-    fn new(buf: Buffer<'a>) -> Self {
+    /// `ws`: track the frames (`Some(masked)`: whether this direction's
+    /// frames are masked, i.e. it comes from the client).
+    fn new(buf: Buffer<'a>, ws: Option<bool>) -> Self {
         let read = buf.len() as u64;
-        Dir {
+        let mut d = Dir {
             buf,
             // Try once without waiting: the source may hold input poll
             // cannot see (filters), and for a plain socket it costs one
@@ -411,19 +666,35 @@ impl<'a> Dir<'a> {
             written: 0,
             spliced: 0,
             pipes: 0,
-        }
+            ws: ws.map(Frames::new),
+            inj_from: 0,
+            inj_to: 0,
+            injected_written: 0,
+        };
+        // The bytes already pending are frames too.
+        let pending = d.buf.len();
+        d.track(pending);
+        d
     }
 
     fn can_read(&self, closing: bool) -> bool {
         if self.eof || closing {
             return false;
         }
-        if self.pipe.is_some() && !self.splice_off {
+        if self.pipe.is_some() && !self.splice_off && self.buf.len() == 0 && self.splice_allowance() > 0
+        {
             self.in_pipe < self.pipe_cap && !self.pipe_full
         } else {
-            // After a fallback, the pipe's bytes go first.
+            // After a fallback, the pipe's bytes go first; WebSocket: a
+            // frame header is read once the pipe's payload is out.
             self.in_pipe == 0 && !self.buf.is_full()
         }
+    }
+
+    /// Bytes that may be spliced now: all for a plain tunnel; see
+    /// [`Frames::splice_allowance`].
+    fn splice_allowance(&self) -> usize {
+        self.ws.as_ref().map_or(usize::MAX, Frames::splice_allowance)
     }
 
     /// Bytes read and not yet written.
@@ -431,12 +702,98 @@ impl<'a> Dir<'a> {
         self.buf.len().saturating_add(self.in_pipe)
     }
 
+    /// The last pending bytes that may not be written yet (they may be the
+    /// start of the tunnel's own Pong).
+    fn held(&self) -> usize {
+        self.ws.as_ref().map_or(0, |w| w.tracker.held())
+    }
+
+    /// Pending bytes that may be written now.
+    fn sendable(&self) -> usize {
+        self.pending().saturating_sub(self.held())
+    }
+
     fn ready(&self, closing: bool) -> bool {
         (self.readable && self.can_read(closing)) || (self.writable && self.wants_flush())
     }
 
     fn wants_flush(&self) -> bool {
-        self.pending() > 0 && !self.abandoned
+        self.sendable() > 0 && !self.abandoned
+    }
+
+    /// Bytes moved that are traffic: read (but not the tunnel's own Pongs)
+    /// and written (but not what the tunnel put in itself).
+    fn traffic(&self) -> u64 {
+        let swallowed = self.ws.as_ref().map_or(0, |w| w.swallowed);
+        self.read
+            .wrapping_sub(swallowed)
+            .wrapping_add(self.written)
+            .wrapping_sub(self.injected_written)
+    }
+
+    /// `n` more bytes were written.
+    fn count_written(&mut self, n: usize) {
+        let from = self.written;
+        let to = from.saturating_add(n as u64);
+        let ours = to.min(self.inj_to).saturating_sub(from.max(self.inj_from));
+        self.injected_written = self.injected_written.saturating_add(ours);
+        self.written = to;
+    }
+
+    /// Show the last `n` pending bytes (just read) to the tracker, taking
+    /// the tunnel's own Pongs out of the buffer.
+    fn track(&mut self, n: usize) {
+        let Some(w) = self.ws.as_mut() else {
+            return;
+        };
+        let mut end = self.buf.end;
+        let mut pos = end.saturating_sub(n).max(self.buf.start);
+        while pos < end {
+            let Some(bytes) = self.buf.data.get(pos..end) else {
+                break;
+            };
+            let f = w.tracker.feed(bytes);
+            if f.consumed == 0 {
+                break;
+            }
+            pos = pos.saturating_add(f.consumed);
+            if let Some(e) = f.end.filter(|e| e.own_pong) {
+                let len = usize::try_from(e.header.frame_len()).unwrap_or(usize::MAX);
+                w.own_pongs = w.own_pongs.saturating_add(1);
+                if let Some(at) = pos.checked_sub(len) {
+                    if self.buf.remove(at, len) {
+                        pos = at;
+                        end -= len;
+                        w.swallowed = w.swallowed.saturating_add(len as u64);
+                    }
+                }
+            }
+        }
+        // A buffer too small for a whole Pong: let it pass (unwatched).
+        if self.buf.is_full() && w.tracker.held() >= self.buf.len() {
+            w.tracker.cancel_pong();
+        }
+    }
+
+    /// Put a frame (built by `build` into the room it is given) after every
+    /// pending byte. False when it does not fit now.
+    fn inject<F>(&mut self, build: F) -> bool
+    where
+        F: FnOnce(&mut [u8]) -> Result<usize, frames::WriteError>,
+    {
+        if self.in_pipe > 0 {
+            return false;
+        }
+        let at = self.written.saturating_add(self.buf.len() as u64);
+        let Ok(n) = build(self.buf.room()) else {
+            return false;
+        };
+        self.buf.commit(n);
+        if self.inj_to <= self.written {
+            self.inj_from = at;
+        }
+        self.inj_to = at.saturating_add(n as u64);
+        true
     }
 
     fn poll_in(&self, closing: bool) -> bool {
@@ -466,10 +823,14 @@ impl<'a> Dir<'a> {
             // No splicing to this destination: through the buffer.
             self.unpipe()?;
         }
+        let held = self.held();
         let pending = self.buf.pending();
-        let len = pending.len();
+        let len = pending.len().saturating_sub(held);
+        let Some(out) = pending.get(..len).filter(|o| !o.is_empty()) else {
+            return Ok(false);
+        };
         let hup = core::mem::replace(&mut self.dst_hup, false);
-        match dst.write(pending) {
+        match dst.write(out) {
             Io::Ok(n) if n > len => Err(sys::EIO),
             Io::Ok(0) | Io::Again => {
                 self.writable = false;
@@ -482,7 +843,7 @@ impl<'a> Dir<'a> {
             }
             Io::Ok(n) => {
                 self.buf.consume(n);
-                self.written = self.written.saturating_add(n as u64);
+                self.count_written(n);
                 if n < len {
                     self.writable = false;
                 }
@@ -504,7 +865,7 @@ impl<'a> Dir<'a> {
             sys::FdIo::Done(n) => {
                 let n = n.min(self.in_pipe);
                 self.in_pipe -= n;
-                self.written = self.written.saturating_add(n as u64);
+                self.count_written(n);
                 self.pipe_full = false;
                 if self.in_pipe > 0 {
                     self.writable = false;
@@ -557,6 +918,7 @@ impl<'a> Dir<'a> {
     /// needed). None when splice cannot be used (then it is off for this
     /// direction and the pipe is empty and gone): use the buffer.
     fn fill_pipe(&mut self, fd: Fd, hup: bool) -> Option<Result<bool, Errno>> {
+        let allowance = self.splice_allowance();
         if self.pipe.is_none() {
             match sys::pipe() {
                 Ok(p) if near_fd_limit(p.write_end()) => {
@@ -576,7 +938,8 @@ impl<'a> Dir<'a> {
             }
         }
         let to = self.pipe.as_ref()?.write_end();
-        let room = self.pipe_cap.saturating_sub(self.in_pipe);
+        // WebSocket: payload bytes only, up to the end of the frame.
+        let room = self.pipe_cap.saturating_sub(self.in_pipe).min(allowance);
         if room == 0 {
             return Some(Ok(false));
         }
@@ -591,6 +954,9 @@ impl<'a> Dir<'a> {
                 self.in_pipe += n;
                 self.read = self.read.saturating_add(n as u64);
                 self.spliced = self.spliced.saturating_add(n as u64);
+                if let Some(w) = self.ws.as_mut() {
+                    let _ = w.tracker.skip(n);
+                }
                 self.hup_again = 0;
                 // Filled the pipe: the socket likely has more; read again
                 // (once the pipe has room) without polling first.
@@ -658,7 +1024,9 @@ impl<'a> Dir<'a> {
             return Ok(false);
         }
         let hup = core::mem::replace(&mut self.src_hup, false);
-        if let Some((fd, _)) = fds.filter(|_| !self.splice_off && self.buf.len() == 0) {
+        if let Some((fd, _)) =
+            fds.filter(|_| !self.splice_off && self.buf.len() == 0 && self.splice_allowance() > 0)
+        {
             if let Some(r) = self.fill_pipe(fd, hup) {
                 return r;
             }
@@ -675,8 +1043,22 @@ impl<'a> Dir<'a> {
             Io::Ok(n) if n > cap => Err(sys::EIO),
             Io::Ok(0) | Io::Again => Ok(self.again(hup)),
             Io::Ok(n) => {
-                self.buf.commit(n);
                 self.read = self.read.saturating_add(n as u64);
+                match self.ws.as_mut() {
+                    Some(w) if w.sealed() => {
+                        // After our Close: watched (for the answering
+                        // Close), never relayed.
+                        let mut seen = room.get(..n).unwrap_or(&[]);
+                        while !seen.is_empty() {
+                            let f = w.tracker.feed(seen);
+                            seen = seen.get(f.consumed.max(1)..).unwrap_or(&[]);
+                        }
+                    }
+                    _ => {
+                        self.buf.commit(n);
+                        self.track(n);
+                    }
+                }
                 self.hup_again = 0;
                 // A full read: more is likely waiting; read again (once
                 // there is room) without polling first.
@@ -759,12 +1141,15 @@ fn other(side: Side) -> Side {
 /// One direction's pass, with the closing rule: without half-close, once
 /// closing, bytes for a side that has not ended its own input are best
 /// effort (a failed write abandons them instead of failing the tunnel).
+/// While the tunnel ends a WebSocket tunnel itself (`ending`), a failure
+/// only ends that direction (a failed source counts as ended).
 fn step<S, D>(
     dir: &mut Dir<'_>,
     src: &mut S,
     dst: &mut D,
     src_side: Side,
     closing: bool,
+    ending: bool,
 ) -> Result<bool, (Side, Errno)>
 where
     S: Endpoint + ?Sized,
@@ -772,8 +1157,13 @@ where
 {
     match dir.pass(src, dst, closing) {
         Ok(p) => Ok(p),
-        Err(Broke::Dst(_)) if closing && !dir.eof => {
+        Err(Broke::Dst(_)) if ending || (closing && !dir.eof) => {
             dir.abandoned = true;
+            Ok(true)
+        }
+        Err(Broke::Src(_)) if ending => {
+            dir.eof = true;
+            dir.readable = false;
             Ok(true)
         }
         Err(Broke::Dst(e)) => Err((other(src_side), e)),
@@ -797,25 +1187,170 @@ fn propagate_eof<D: Endpoint + ?Sized>(
     Ok(())
 }
 
+/// Mask keys and ping tokens (splitmix64): they need to be unpredictable
+/// to the peers only as far as the seed is.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u32) -> Self {
+        Rng(u64::from(seed) ^ 0x6A09_E667_F3BC_C908)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn key(&mut self) -> [u8; 4] {
+        let [a, b, c, d, ..] = self.next().to_be_bytes();
+        [a, b, c, d]
+    }
+
+    fn token(&mut self) -> [u8; 8] {
+        self.next().to_be_bytes()
+    }
+}
+
+/// The tunnel ends a WebSocket tunnel itself: Close 1001 both ways.
+#[derive(Clone, Copy, Debug)]
+struct Ending {
+    reason: EndReason,
+    /// End then, whatever is left.
+    deadline: u64,
+    /// Also wait for each side's answering Close (or its end of input).
+    wait_answers: bool,
+}
+
+/// Ending: put the Close in direction `d` if it stands at a frame
+/// boundary, or decide it never will.
+fn close_step(d: &mut Dir<'_>, rng: &mut Rng) {
+    let Some(w) = d.ws.as_mut() else {
+        return;
+    };
+    if w.close != CloseOut::Pending {
+        return;
+    }
+    let t = w.tracker;
+    if d.abandoned
+        || d.shut
+        || t.lost_sync().is_some()
+        || t.close_seen()
+        || (d.eof && !t.at_boundary())
+    {
+        w.close = CloseOut::Skipped;
+        return;
+    }
+    if !t.can_inject() {
+        return;
+    }
+    let mask = t.masked().then(|| rng.key());
+    if d.inject(|b| frames::write_close(b, CLOSE_GOING_AWAY, mask)) {
+        if let Some(w) = d.ws.as_mut() {
+            w.sealed_messages = Some(w.tracker.messages());
+            w.close = CloseOut::Sent;
+        }
+    }
+}
+
+/// A Ping may go into `d` (towards its destination), its answer being
+/// watched for on `o` (from that destination): both streams in sync and
+/// open, no Close from either side, and room in `o` for a whole Pong.
+fn ping_possible(d: &Dir<'_>, o: &Dir<'_>) -> bool {
+    let (Some(w), Some(ow)) = (d.ws.as_ref(), o.ws.as_ref()) else {
+        return false;
+    };
+    !d.eof
+        && !d.shut
+        && !d.abandoned
+        && !o.eof
+        && w.tracker.lost_sync().is_none()
+        && ow.tracker.lost_sync().is_none()
+        && !w.tracker.close_seen()
+        && !ow.tracker.close_seen()
+        && o.buf.data.len() >= MAX_HEADER_LEN + MAX_PONG_TOKEN
+}
+
+/// The Ping due in `d`, put in if `d` stands at a frame boundary; the
+/// answer is then expected on `o`. True when it went in.
+fn ping_step(d: &mut Dir<'_>, o: &mut Dir<'_>, rng: &mut Rng, now: u64) -> bool {
+    let Some(PingOut::Due { token, .. }) = d.ws.as_ref().map(|w| w.ping) else {
+        return false;
+    };
+    if !ping_possible(d, o) {
+        if let Some(w) = d.ws.as_mut() {
+            w.ping = PingOut::None;
+        }
+        return false;
+    }
+    let Some(t) = d.ws.as_ref().map(|w| w.tracker) else {
+        return false;
+    };
+    if !t.can_inject() {
+        return false;
+    }
+    let mask = t.masked().then(|| rng.key());
+    if !d.inject(|b| frames::write_ping(b, &token, mask)) {
+        return false;
+    }
+    if let (Some(w), Some(ow)) = (d.ws.as_mut(), o.ws.as_mut()) {
+        w.ping = PingOut::Sent { at: now };
+        ow.tracker.expect_pong(&token);
+    }
+    true
+}
+
+/// The Ping sent into `d` was answered on `o`, or can no longer be: done.
+fn ping_resolve(d: &mut Dir<'_>, o: &Dir<'_>) {
+    let answered = o.ws.as_ref().is_none_or(|ow| {
+        !ow.tracker.pong_expected() || ow.tracker.lost_sync().is_some()
+    });
+    if let Some(w) = d.ws.as_mut() {
+        if matches!(w.ping, PingOut::Sent { .. }) && answered {
+            w.ping = PingOut::None;
+        }
+    }
+}
+
 struct Tunnel<'a, 'b> {
     c2b: Dir<'a>,
     b2c: Dir<'b>,
     closed_first: Option<Side>,
     closing: bool,
     polls: u64,
+    /// WebSocket: the tunnel's own Close 1001s are under way.
+    ending: Option<Ending>,
+    rng: Rng,
+    pings_sent: u32,
+    /// When the last round of Pings began.
+    ping_round: u64,
 }
 
 impl Tunnel<'_, '_> {
     fn moved(&self) -> u64 {
-        self.c2b
-            .read
-            .wrapping_add(self.c2b.written)
-            .wrapping_add(self.b2c.read)
-            .wrapping_add(self.b2c.written)
+        self.c2b.traffic().wrapping_add(self.b2c.traffic())
     }
 
     fn ready(&self) -> bool {
         self.c2b.ready(self.closing) || self.b2c.ready(self.closing)
+    }
+
+    fn ws_stats(&self) -> WsStats {
+        let (Some(c), Some(b)) = (self.c2b.ws.as_ref(), self.b2c.ws.as_ref()) else {
+            return WsStats::default();
+        };
+        WsStats {
+            messages_from_client: c.messages(),
+            messages_from_backend: b.messages(),
+            close_code_from_client: c.close_code(),
+            close_code_from_backend: b.close_code(),
+            pings_sent: self.pings_sent,
+            pongs_consumed: c.own_pongs.saturating_add(b.own_pongs),
+            lost_sync_client: c.tracker.lost_sync().is_some(),
+            lost_sync_backend: b.tracker.lost_sync().is_some(),
+        }
     }
 
     fn finish(&self, reason: EndReason, os_error: Errno) -> Stats {
@@ -830,6 +1365,7 @@ impl Tunnel<'_, '_> {
             polls: self.polls,
             spliced: self.c2b.spliced.saturating_add(self.b2c.spliced),
             pipes: self.c2b.pipes.saturating_add(self.b2c.pipes),
+            ws: self.ws_stats(),
         }
     }
 
@@ -841,13 +1377,134 @@ impl Tunnel<'_, '_> {
         };
         self.finish(reason, e)
     }
+
+    /// WebSocket: what the last reads changed for the Pings.
+    fn ws_update(&mut self) {
+        let (c_eof, b_eof) = (self.c2b.eof, self.b2c.eof);
+        for (w, eof) in [(self.c2b.ws.as_mut(), c_eof), (self.b2c.ws.as_mut(), b_eof)] {
+            // A stream that ended brings no answer: its held bytes go on.
+            if let Some(w) = w.filter(|_| eof) {
+                w.tracker.cancel_pong();
+            }
+        }
+        ping_resolve(&mut self.c2b, &self.b2c);
+        ping_resolve(&mut self.b2c, &self.c2b);
+    }
+
+    /// No more Pings (closing or ending): none due, no answer awaited.
+    fn stop_pinging(&mut self) {
+        for w in [self.c2b.ws.as_mut(), self.b2c.ws.as_mut()].into_iter().flatten() {
+            w.ping = PingOut::None;
+            w.tracker.cancel_pong();
+        }
+    }
+
+    /// WebSocket keep-alive, once per round while neither closing nor
+    /// ending: true when a pinged side did not answer in time.
+    fn pings(&mut self, now: u64, last_activity: u64, interval: u64) -> bool {
+        let mut idle = true;
+        for w in [self.c2b.ws.as_mut(), self.b2c.ws.as_mut()] {
+            let Some(w) = w else {
+                return false;
+            };
+            match w.ping {
+                PingOut::Sent { at } if now >= at.saturating_add(interval) => return true,
+                // No frame boundary in time: given up, for this round.
+                PingOut::Due { since, .. } if now >= since.saturating_add(interval) => {
+                    w.ping = PingOut::None;
+                }
+                PingOut::None => {}
+                _ => idle = false,
+            }
+        }
+        if idle && now >= last_activity.max(self.ping_round).saturating_add(interval) {
+            self.ping_round = now;
+            let to_backend = ping_possible(&self.c2b, &self.b2c);
+            let to_client = ping_possible(&self.b2c, &self.c2b);
+            for (w, go) in [(self.c2b.ws.as_mut(), to_backend), (self.b2c.ws.as_mut(), to_client)] {
+                if let Some(w) = w.filter(|_| go) {
+                    w.ping = PingOut::Due {
+                        since: now,
+                        token: self.rng.token(),
+                    };
+                }
+            }
+        }
+        if ping_step(&mut self.c2b, &mut self.b2c, &mut self.rng, now) {
+            self.pings_sent = self.pings_sent.saturating_add(1);
+        }
+        if ping_step(&mut self.b2c, &mut self.c2b, &mut self.rng, now) {
+            self.pings_sent = self.pings_sent.saturating_add(1);
+        }
+        false
+    }
+
+    /// When [`pings`](Self::pings) has something to do next.
+    fn ping_wake(&self, last_activity: u64, interval: u64) -> u64 {
+        let mut wake = u64::MAX;
+        let mut idle = true;
+        for w in [self.c2b.ws.as_ref(), self.b2c.ws.as_ref()].into_iter().flatten() {
+            match w.ping {
+                PingOut::Due { since: at, .. } | PingOut::Sent { at } => {
+                    idle = false;
+                    wake = wake.min(at.saturating_add(interval));
+                }
+                PingOut::None => {}
+            }
+        }
+        if idle {
+            wake = wake.min(last_activity.max(self.ping_round).saturating_add(interval));
+        }
+        wake
+    }
+
+    /// Decide to send Close 1001 both ways and end (WebSocket tunnels).
+    fn start_ending(&mut self, reason: EndReason, now: u64, cfg: &Config, wait_answers: bool) {
+        if self.ending.is_some() {
+            return;
+        }
+        self.stop_pinging();
+        self.ending = Some(Ending {
+            reason,
+            deadline: now.saturating_add(cfg.close_wait_ms),
+            wait_answers: wait_answers && !self.closing,
+        });
+        for w in [self.c2b.ws.as_mut(), self.b2c.ws.as_mut()].into_iter().flatten() {
+            w.close = CloseOut::Pending;
+        }
+    }
+
+    /// Ending: put the Closes in where possible; the reason to end with once
+    /// the Closes (or whatever each direction ended with) are out and, if
+    /// asked, both sides answered, or at the deadline.
+    fn progress_ending(&mut self, now: u64) -> Option<EndReason> {
+        let e = self.ending?;
+        close_step(&mut self.c2b, &mut self.rng);
+        close_step(&mut self.b2c, &mut self.rng);
+        let out = |d: &Dir<'_>| {
+            d.ws.as_ref()
+                .is_none_or(|w| matches!(w.close, CloseOut::Sent | CloseOut::Skipped))
+                && (d.sendable() == 0 || d.abandoned)
+        };
+        let answered = |d: &Dir<'_>| {
+            d.eof
+                || d.ws.as_ref().is_none_or(|w| {
+                    w.tracker.close_seen() || w.tracker.lost_sync().is_some()
+                })
+        };
+        let complete = out(&self.c2b)
+            && out(&self.b2c)
+            && (!e.wait_answers || (answered(&self.c2b) && answered(&self.b2c)));
+        (complete || now >= e.deadline).then_some(e.reason)
+    }
 }
 
 /// Run the tunnel until it ends; see the module documentation.
 ///
 /// Raw sockets must be in non-blocking mode. `should_stop` is called at the
-/// start and then at least every `cfg.tick_ms`.
-pub fn run<C, B, F>(
+/// start and then at least every `cfg.tick_ms` (a `bool` answer: true is
+/// [`Stop::Now`]).
+pub fn run<C, B, F, R>(
     client: &mut C,
     client_buf: Buffer<'_>,
     backend: &mut B,
@@ -858,30 +1515,39 @@ pub fn run<C, B, F>(
 where
     C: Endpoint + ?Sized,
     B: Endpoint + ?Sized,
-    F: FnMut() -> bool,
+    F: FnMut() -> R,
+    R: Into<Stop>,
 {
+    let ws = cfg.websocket;
+    let mut clock = Clock { fallback: 0 };
+    let mut now = clock.now();
     let mut t = Tunnel {
-        c2b: Dir::new(client_buf),
-        b2c: Dir::new(backend_buf),
+        c2b: Dir::new(client_buf, ws.then_some(true)),
+        b2c: Dir::new(backend_buf, ws.then_some(false)),
         closed_first: None,
         closing: false,
         polls: 0,
+        ending: None,
+        rng: Rng::new(cfg.random_seed),
+        pings_sent: 0,
+        ping_round: now,
     };
-    let mut clock = Clock { fallback: 0 };
-    let mut now = clock.now();
     let mut last_activity = now;
     let mut next_tick = now;
     let tick = cfg.tick_ms.max(1);
+    let ping_interval = cfg.ping_interval_ms.filter(|_| ws);
 
     loop {
         // 1. Move bytes without waiting.
         let moved_before = t.moved();
+        let ending = t.ending.is_some();
         for _ in 0..PASSES_PER_ROUND {
-            let mut progress = match step(&mut t.c2b, client, backend, Side::Client, t.closing) {
-                Ok(p) => p,
-                Err(f) => return t.fail(f),
-            };
-            progress |= match step(&mut t.b2c, backend, client, Side::Backend, t.closing) {
+            let mut progress =
+                match step(&mut t.c2b, client, backend, Side::Client, t.closing, ending) {
+                    Ok(p) => p,
+                    Err(f) => return t.fail(f),
+                };
+            progress |= match step(&mut t.b2c, backend, client, Side::Backend, t.closing, ending) {
                 Ok(p) => p,
                 Err(f) => return t.fail(f),
             };
@@ -903,20 +1569,32 @@ where
         if moved {
             last_activity = now;
         }
+        if ws {
+            t.ws_update();
+        }
         if cfg.half_close {
+            // While ending, a failed shutdown only ends that direction.
             if let Err(f) = propagate_eof(&mut t.c2b, backend, Side::Backend) {
-                return t.fail(f);
+                if t.ending.is_none() {
+                    return t.fail(f);
+                }
+                t.c2b.shut = true;
             }
             if let Err(f) = propagate_eof(&mut t.b2c, client, Side::Client) {
-                return t.fail(f);
+                if t.ending.is_none() {
+                    return t.fail(f);
+                }
+                t.b2c.shut = true;
             }
             if t.c2b.shut && t.b2c.shut {
-                return t.finish(EndReason::Closed, 0);
+                let reason = t.ending.map_or(EndReason::Closed, |e| e.reason);
+                return t.finish(reason, 0);
             }
-        } else {
+        } else if t.ending.is_none() {
             if !t.closing && (t.c2b.eof || t.b2c.eof) {
                 t.closing = true;
                 last_activity = now;
+                t.stop_pinging();
             }
             if t.closing && !t.c2b.wants_flush() && !t.b2c.wants_flush() {
                 return t.finish(EndReason::Closed, 0);
@@ -925,26 +1603,48 @@ where
 
         // 3. Timers.
         if now >= next_tick {
-            if should_stop() {
-                return t.finish(EndReason::Stopped, 0);
+            match should_stop().into() {
+                Stop::No => {}
+                Stop::GoingAway if ws => {
+                    t.start_ending(EndReason::GoingAway, now, cfg, true);
+                }
+                Stop::Now | Stop::GoingAway => return t.finish(EndReason::Stopped, 0),
             }
             next_tick = now.saturating_add(tick);
         }
-        let limit = if t.closing {
-            Some(
-                cfg.idle_timeout_ms
-                    .map_or(cfg.close_linger_ms, |i| i.min(cfg.close_linger_ms)),
-            )
-        } else {
-            cfg.idle_timeout_ms
-        };
         let mut wait = next_tick.saturating_sub(now);
-        if let Some(limit) = limit {
-            let deadline = last_activity.saturating_add(limit);
-            if now >= deadline {
-                return t.finish(EndReason::Idle, 0);
+        if t.ending.is_none() {
+            let limit = if t.closing {
+                Some(
+                    cfg.idle_timeout_ms
+                        .map_or(cfg.close_linger_ms, |i| i.min(cfg.close_linger_ms)),
+                )
+            } else {
+                cfg.idle_timeout_ms
+            };
+            if let Some(limit) = limit {
+                let deadline = last_activity.saturating_add(limit);
+                if now < deadline {
+                    wait = wait.min(deadline - now);
+                } else if ws && cfg.idle_close_frame && !t.closing {
+                    t.start_ending(EndReason::Idle, now, cfg, false);
+                } else {
+                    return t.finish(EndReason::Idle, 0);
+                }
             }
-            wait = wait.min(deadline - now);
+        }
+        if let Some(interval) = ping_interval.filter(|_| !t.closing && t.ending.is_none()) {
+            if t.pings(now, last_activity, interval) {
+                t.start_ending(EndReason::PingTimeout, now, cfg, false);
+            } else {
+                wait = wait.min(t.ping_wake(last_activity, interval).saturating_sub(now));
+            }
+        }
+        if let Some(e) = t.ending {
+            if let Some(reason) = t.progress_ending(now) {
+                return t.finish(reason, 0);
+            }
+            wait = wait.min(e.deadline.saturating_sub(now));
         }
         if t.ready() {
             wait = 0;

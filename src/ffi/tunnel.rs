@@ -33,7 +33,9 @@ use super::contract::{
     wst_end_reason, wst_endpoint, wst_io, wst_status, wst_tunnel_config, wst_tunnel_stats,
 };
 use super::sys;
-use crate::tunnel::{self, Buffer, Config, EndReason, Endpoint, Io, Side, Socket, Stats};
+use crate::tunnel::{
+    self, Buffer, Config, EndReason, Endpoint, Io, Side, Socket, Stats, Stop, WsStats,
+};
 
 type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> wst_io;
 type WriteFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut usize) -> wst_io;
@@ -219,16 +221,28 @@ fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
             EndReason::Idle => wst_end_reason::WST_END_IDLE,
             EndReason::Stopped => wst_end_reason::WST_END_STOPPED,
             EndReason::PollError => wst_end_reason::WST_END_POLL_ERROR,
+            EndReason::PingTimeout => wst_end_reason::WST_END_PING_TIMEOUT,
+            EndReason::GoingAway => wst_end_reason::WST_END_GOING_AWAY,
         },
         os_error: s.os_error,
-        // WebSocket figures: not tracked yet by this tunnel.
-        messages_from_client: 0,
-        messages_from_backend: 0,
-        close_code_from_client: -1,
-        close_code_from_backend: -1,
-        pings_sent: 0,
-        pongs_consumed: 0,
-        frames_lost_sync: 0,
+        messages_from_client: s.ws.messages_from_client,
+        messages_from_backend: s.ws.messages_from_backend,
+        close_code_from_client: s.ws.close_code_from_client.map_or(-1, c_int::from),
+        close_code_from_backend: s.ws.close_code_from_backend.map_or(-1, c_int::from),
+        pings_sent: s.ws.pings_sent,
+        pongs_consumed: s.ws.pongs_consumed,
+        frames_lost_sync: c_int::from(s.ws.lost_sync_client)
+            | (c_int::from(s.ws.lost_sync_backend) << 1),
+    }
+}
+
+/// What should_stop answered: a `wst_stop`; any other non-zero value is
+/// taken as WST_STOP_NOW.
+fn stop_from_c(v: c_int) -> Stop {
+    match v {
+        0 => Stop::No,
+        2 => Stop::GoingAway,
+        _ => Stop::Now,
     }
 }
 
@@ -248,6 +262,7 @@ fn early_failure(side: Side, e: sys::Errno) -> Stats {
         polls: 0,
         spliced: 0,
         pipes: 0,
+        ws: WsStats::default(),
     }
 }
 
@@ -315,13 +330,20 @@ pub unsafe extern "C" fn wst_tunnel_run(
         return wst_status::WST_ERR_ARG;
     };
 
-    let config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
+    let mut config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
+    if conf.websocket != 0 {
+        config = config.with_websocket(
+            conf.ping_interval_ms,
+            conf.idle_close_frame != 0,
+            conf.random_seed,
+        );
+    }
     let stop_fn = conf.should_stop;
     let stop_ctx = conf.stop_ctx;
     let should_stop = || match stop_fn {
         // SAFETY: the caller's non-NULL should_stop, given its stop_ctx.
-        Some(f) => (unsafe { f(stop_ctx) }) != 0,
-        None => false,
+        Some(f) => stop_from_c(unsafe { f(stop_ctx) }),
+        None => Stop::No,
     };
 
     // Raw sockets are read and written directly, without blocking.
@@ -577,6 +599,7 @@ mod tests {
                 half_close: cfg.2,
                 stop_ctx: Arc::as_ptr(&stop).cast_mut().cast::<c_void>(),
                 should_stop: Some(cb_stop),
+                ..Default::default()
             };
             let mut stats = wst_tunnel_stats::default();
             // SAFETY: every pointer is valid for the call: the endpoints,
@@ -842,6 +865,165 @@ mod tests {
         assert_eq!(stats.reason, wst_end_reason::WST_END_BACKEND_ERROR);
         assert_eq!(stats.os_error, libc::EBADF);
         assert!(!nonblocking(cfd));
+    }
+
+    unsafe extern "C" fn cb_stop_value(ctx: *mut c_void) -> c_int {
+        // SAFETY: ctx is the test's AtomicI32, alive for the whole run.
+        let v = unsafe { &*ctx.cast::<std::sync::atomic::AtomicI32>() };
+        v.load(Ordering::Relaxed)
+    }
+
+    /// A WebSocket tunnel between two raw endpoints (no ops), through the
+    /// export; should_stop answers what `stop` holds.
+    fn run_ws_in_thread(
+        cfd: i32,
+        bfd: i32,
+        idle_timeout_ms: c_int,
+        ping_interval_ms: c_int,
+        idle_close_frame: c_int,
+        stop: Arc<std::sync::atomic::AtomicI32>,
+    ) -> thread::JoinHandle<(wst_status, wst_tunnel_stats)> {
+        thread::spawn(move || {
+            let mut cbuf = vec![0u8; 4096];
+            let mut bbuf = vec![0u8; 4096];
+            let ep = |fd: i32, buf: &mut Vec<u8>| wst_endpoint {
+                fd,
+                raw: 1,
+                ctx: core::ptr::null_mut(),
+                ops: core::ptr::null(),
+                buf: buf.as_mut_ptr(),
+                buf_cap: buf.len(),
+                buf_len: 0,
+            };
+            let mut cep = ep(cfd, &mut cbuf);
+            let mut bep = ep(bfd, &mut bbuf);
+            let conf = wst_tunnel_config {
+                idle_timeout_ms,
+                tick_ms: 20,
+                half_close: 0,
+                stop_ctx: Arc::as_ptr(&stop).cast_mut().cast::<c_void>(),
+                should_stop: Some(cb_stop_value),
+                websocket: 1,
+                ping_interval_ms,
+                idle_close_frame,
+                random_seed: 0x5eed,
+            };
+            let mut stats = wst_tunnel_stats::default();
+            // SAFETY: every pointer is valid for the call: the endpoints and
+            // their buffers live in this frame, stop outlives the call.
+            let status = unsafe { wst_tunnel_run(&mut cep, &mut bep, &conf, &mut stats) };
+            (status, stats)
+        })
+    }
+
+    fn read_all(mut s: UnixStream) -> Vec<u8> {
+        let mut v = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// A masked frame from the client.
+    fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x11, 0x22, 0x33, 0x44];
+        let mut v = vec![b0, 0x80 | payload.len() as u8];
+        v.extend(key);
+        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        v
+    }
+
+    /// The payload of the masked frame `f` (short lengths only).
+    fn unmasked(f: &[u8]) -> Vec<u8> {
+        f[6..].iter().enumerate().map(|(i, b)| b ^ f[2 + i % 4]).collect()
+    }
+
+    #[test]
+    fn websocket_idle_close_figures_and_lost_sync() {
+        // Counts, the idle Close 1001 (masked towards the backend), and a
+        // backend that breaks the protocol: it gets its Close, the client
+        // gets its bytes untouched and no Close (no boundary is known).
+        let (mut cfar, cnear) = UnixStream::pair().unwrap();
+        let (mut bfar, bnear) = UnixStream::pair().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let t = run_ws_in_thread(cnear.as_raw_fd(), bnear.as_raw_fd(), 300, 0, 1, stop);
+        let mut up = masked(0x81, b"one");
+        up.extend(masked(0x01, b"tw"));
+        up.extend(masked(0x80, b"o"));
+        cfar.write_all(&up).unwrap();
+        let mut down = vec![0x82, 3, 1, 2, 3];
+        down.extend([0x8f, 0x01, 0xff]); // reserved opcode 0xF
+        bfar.write_all(&down).unwrap();
+        let (st, stats) = t.join().unwrap();
+        drop((cnear, bnear));
+        assert_eq!(st, wst_status::WST_OK);
+        assert_eq!(stats.reason, wst_end_reason::WST_END_IDLE);
+        assert_eq!(stats.messages_from_client, 2);
+        assert_eq!(stats.messages_from_backend, 1);
+        assert_eq!(stats.close_code_from_client, -1);
+        assert_eq!(stats.close_code_from_backend, -1);
+        assert_eq!(stats.frames_lost_sync, 2);
+        assert_eq!((stats.pings_sent, stats.pongs_consumed), (0, 0));
+        let got_b = read_all(bfar);
+        assert_eq!(&got_b[..up.len()], &up[..]);
+        let close = &got_b[up.len()..];
+        assert_eq!(close.len(), 8);
+        assert_eq!(&close[..2], &[0x88, 0x82]);
+        assert_eq!(unmasked(close), 1001u16.to_be_bytes());
+        assert_eq!(read_all(cfar), down);
+        assert_eq!(stats.bytes_to_backend, up.len() as u64 + 8);
+        assert_eq!(stats.bytes_to_client, down.len() as u64);
+    }
+
+    #[test]
+    fn websocket_going_away_through_should_stop() {
+        let (mut cfar, cnear) = UnixStream::pair().unwrap();
+        let (mut bfar, bnear) = UnixStream::pair().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let t = run_ws_in_thread(cnear.as_raw_fd(), bnear.as_raw_fd(), 0, 0, 0, stop.clone());
+        thread::sleep(Duration::from_millis(50));
+        stop.store(2, Ordering::Relaxed); // WST_STOP_GOING_AWAY
+        let asked = std::time::Instant::now();
+        // Both far ends get Close 1001 and answer it.
+        cfar.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        bfar.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut c = [0u8; 4];
+        cfar.read_exact(&mut c).unwrap();
+        assert_eq!(c, [0x88, 2, 0x03, 0xe9]);
+        let mut b = [0u8; 8];
+        bfar.read_exact(&mut b).unwrap();
+        assert_eq!(unmasked(&b), 1001u16.to_be_bytes());
+        cfar.write_all(&masked(0x88, &1000u16.to_be_bytes())).unwrap();
+        bfar.write_all(&[0x88, 2, 0x03, 0xe8]).unwrap();
+        let (st, stats) = t.join().unwrap();
+        assert!(asked.elapsed() < Duration::from_secs(1));
+        drop((cnear, bnear));
+        assert_eq!(st, wst_status::WST_OK);
+        assert_eq!(stats.reason, wst_end_reason::WST_END_GOING_AWAY);
+        assert_eq!(stats.close_code_from_client, 1000);
+        assert_eq!(stats.close_code_from_backend, 1000);
+        // The answers were not relayed: nothing after our Closes.
+        assert!(read_all(cfar).is_empty());
+        assert!(read_all(bfar).is_empty());
+    }
+
+    #[test]
+    fn websocket_ping_timeout() {
+        let (cfar, cnear) = UnixStream::pair().unwrap();
+        let (bfar, bnear) = UnixStream::pair().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let t = run_ws_in_thread(cnear.as_raw_fd(), bnear.as_raw_fd(), 0, 100, 0, stop);
+        let (st, stats) = t.join().unwrap();
+        drop((cnear, bnear));
+        assert_eq!(st, wst_status::WST_OK);
+        assert_eq!(stats.reason, wst_end_reason::WST_END_PING_TIMEOUT);
+        assert_eq!((stats.pings_sent, stats.pongs_consumed), (2, 0));
+        // Each far end: a Ping with an 8-byte token, then Close 1001.
+        let c = read_all(cfar);
+        assert_eq!((c.len(), c[0], c[1]), (14, 0x89, 8));
+        assert_eq!(&c[10..], &[0x88, 2, 0x03, 0xe9]);
+        let b = read_all(bfar);
+        assert_eq!((b.len(), b[0], b[1]), (22, 0x89, 0x88));
+        assert_eq!(unmasked(&b[14..]), 1001u16.to_be_bytes());
     }
 
     fn cbuf_ptr_offset(c: &wst_endpoint, off: usize) -> *mut u8 {

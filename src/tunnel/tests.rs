@@ -1062,3 +1062,747 @@ fn pipes_are_given_back_when_quiet() {
     // One pipe per burst: each was closed while the tunnel was quiet.
     assert!(s.pipes >= 3, "{} pipes", s.pipes);
 }
+
+// ---------------------------------------------------------------------------
+// WebSocket tunnels (frame tracking, pings, Close 1001)
+// ---------------------------------------------------------------------------
+
+mod ws {
+    use super::*;
+    use crate::frames::CLOSE_GOING_AWAY;
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Mutex;
+
+    /// A frame, encoded by the test itself: first byte `b0` as given,
+    /// minimal length, masked with `mask` when given.
+    pub(super) fn frame(b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+        let m = if mask.is_some() { 0x80 } else { 0 };
+        let len = payload.len();
+        let mut v = vec![b0];
+        if len < 126 {
+            v.push(m | len as u8);
+        } else if len < 65536 {
+            v.push(m | 126);
+            v.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            v.push(m | 127);
+            v.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        if let Some(k) = mask {
+            v.extend_from_slice(&k);
+        }
+        v.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| b ^ mask.map_or(0, |k| k[i % 4])),
+        );
+        v
+    }
+
+    /// A frame as a far end read it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(super) struct WsFrame {
+        pub fin: bool,
+        pub op: u8,
+        pub mask: Option<[u8; 4]>,
+        /// Unmasked.
+        pub payload: Vec<u8>,
+        /// As on the wire.
+        pub raw: Vec<u8>,
+    }
+
+    impl WsFrame {
+        fn close_code(&self) -> Option<u16> {
+            (self.op == 8 && self.payload.len() >= 2)
+                .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        }
+    }
+
+    /// The frame at the start of `b`, with its size, once complete.
+    pub(super) fn parse_frame(b: &[u8]) -> Option<(WsFrame, usize)> {
+        if b.len() < 2 {
+            return None;
+        }
+        let masked = b[1] & 0x80 != 0;
+        let (len, mut off) = match b[1] & 0x7f {
+            126 => (u16::from_be_bytes(b.get(2..4)?.try_into().ok()?) as usize, 4),
+            127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize, 10),
+            n => (n as usize, 2),
+        };
+        let mask = if masked {
+            let k: [u8; 4] = b.get(off..off + 4)?.try_into().ok()?;
+            off += 4;
+            Some(k)
+        } else {
+            None
+        };
+        let body = b.get(off..off + len)?;
+        let payload = body
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x ^ mask.map_or(0, |k| k[i % 4]))
+            .collect();
+        Some((
+            WsFrame {
+                fin: b[0] & 0x80 != 0,
+                op: b[0] & 0x0f,
+                mask,
+                payload,
+                raw: b[..off + len].to_vec(),
+            },
+            off + len,
+        ))
+    }
+
+    /// Everything a far end received.
+    #[derive(Debug, Default)]
+    pub(super) struct PeerLog {
+        pub raw: Vec<u8>,
+        pub frames: Vec<(WsFrame, Instant)>,
+        /// Bytes at the end that were not a whole frame.
+        pub trailing: usize,
+    }
+
+    impl PeerLog {
+        /// The bytes received without the frames `drop` picks.
+        pub fn without(&self, drop: impl Fn(&WsFrame) -> bool) -> Vec<u8> {
+            let mut v = Vec::new();
+            for (f, _) in &self.frames {
+                if !drop(f) {
+                    v.extend(&f.raw);
+                }
+            }
+            v
+        }
+        pub fn count(&self, op: u8) -> usize {
+            self.frames.iter().filter(|(f, _)| f.op == op).count()
+        }
+        /// The received stream is valid frames, masked (or not) as this
+        /// far end requires, nothing after a Close of the tunnel's.
+        pub fn check_valid(&self, masked: bool) {
+            assert_eq!(self.trailing, 0, "a partial frame at the end");
+            for (i, (f, _)) in self.frames.iter().enumerate() {
+                assert_eq!(f.mask.is_some(), masked, "frame {i}: {f:?}");
+                assert!(matches!(f.op, 0 | 1 | 2 | 8 | 9 | 10), "frame {i}: {f:?}");
+                if f.op >= 8 {
+                    assert!(f.fin && f.payload.len() <= 125);
+                }
+                if f.op == 8 {
+                    assert_eq!(i + 1, self.frames.len(), "nothing may follow a Close");
+                }
+            }
+        }
+        pub fn last(&self) -> Option<&WsFrame> {
+            self.frames.last().map(|(f, _)| f)
+        }
+    }
+
+    /// A far end: a thread reads and parses what the tunnel sends, answers
+    /// Pings (and, if asked, a Close) as a WebSocket peer would; the test
+    /// writes through `send`, holding the writer for whole frames.
+    pub(super) struct Peer {
+        pub writer: Arc<Mutex<Sock>>,
+        reader: JoinHandle<PeerLog>,
+        pub masked: bool,
+        key: u32,
+    }
+
+    impl Peer {
+        /// `masked`: this far end is the client (its frames are masked).
+        pub fn new(sock: Sock, masked: bool, answer_pings: bool, answer_close: bool) -> Peer {
+            let writer = Arc::new(Mutex::new(sock.try_clone()));
+            let w2 = writer.clone();
+            let mut sock = sock;
+            let reader = thread::spawn(move || {
+                sock.set_read_timeout(Duration::from_secs(20));
+                let mut log = PeerLog::default();
+                let mut pos = 0;
+                let mut buf = vec![0u8; 65536];
+                let mut closed = false;
+                loop {
+                    let n = match sock.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    log.raw.extend(&buf[..n]);
+                    while let Some((f, len)) = parse_frame(&log.raw[pos..]) {
+                        pos += len;
+                        let at = Instant::now();
+                        let answer = match f.op {
+                            9 if answer_pings && !closed => Some(frame(
+                                0x8a,
+                                masked.then_some([1, 2, 3, 4]),
+                                &f.payload,
+                            )),
+                            8 if answer_close && !closed => {
+                                closed = true;
+                                Some(frame(0x88, masked.then_some([5, 6, 7, 8]), &f.payload))
+                            }
+                            _ => None,
+                        };
+                        if let Some(a) = answer {
+                            let _ = w2.lock().unwrap().write_all(&a);
+                        }
+                        log.frames.push((f, at));
+                    }
+                }
+                log.trailing = log.raw.len() - pos;
+                log
+            });
+            Peer {
+                writer,
+                reader,
+                masked,
+                key: 0x1234_5678,
+            }
+        }
+
+        /// A whole frame from this peer (masked if it is the client).
+        pub fn frame(&mut self, b0: u8, payload: &[u8]) -> Vec<u8> {
+            self.key = self.key.wrapping_mul(2_654_435_761).wrapping_add(1);
+            frame(b0, self.masked.then(|| self.key.to_be_bytes()), payload)
+        }
+
+        pub fn send(&self, bytes: &[u8]) {
+            self.writer.lock().unwrap().write_all(bytes).unwrap();
+        }
+
+        pub fn shutdown_write(&self) {
+            self.writer.lock().unwrap().shutdown_write();
+        }
+
+        pub fn log(self) -> PeerLog {
+            self.reader.join().unwrap()
+        }
+    }
+
+    pub(super) struct RunningWs {
+        handle: JoinHandle<Stats>,
+        /// 0: no, 1: now, 2: going away.
+        stop: Arc<AtomicU8>,
+        asked: Arc<AtomicU64>,
+    }
+
+    impl RunningWs {
+        fn join(self) -> Stats {
+            self.handle.join().unwrap()
+        }
+    }
+
+    pub(super) fn ws_config(idle_ms: i32, ping_ms: i32, idle_close: bool) -> Config {
+        let mut c = Config::new(idle_ms, 50, true).with_websocket(ping_ms, idle_close, 0xC0DE);
+        c.close_wait_ms = 600;
+        c
+    }
+
+    pub(super) fn spawn_ws<C, B>(
+        client: C,
+        backend: B,
+        cfg: Config,
+        bufs: (usize, usize),
+        initial: (Vec<u8>, Vec<u8>),
+    ) -> RunningWs
+    where
+        C: Endpoint + Send + 'static,
+        B: Endpoint + Send + 'static,
+    {
+        let stop = Arc::new(AtomicU8::new(0));
+        let asked = Arc::new(AtomicU64::new(0));
+        let (stop2, asked2) = (stop.clone(), asked.clone());
+        let handle = thread::spawn(move || {
+            let (mut client, mut backend) = (client, backend);
+            let mut cmem = vec![0u8; bufs.0];
+            cmem[..initial.0.len()].copy_from_slice(&initial.0);
+            let mut bmem = vec![0u8; bufs.1];
+            bmem[..initial.1.len()].copy_from_slice(&initial.1);
+            let cbuf = Buffer::new(&mut cmem, initial.0.len()).unwrap();
+            let bbuf = Buffer::new(&mut bmem, initial.1.len()).unwrap();
+            run(&mut client, cbuf, &mut backend, bbuf, &cfg, || {
+                asked2.fetch_add(1, Ordering::Relaxed);
+                match stop2.load(Ordering::Relaxed) {
+                    0 => Stop::No,
+                    1 => Stop::Now,
+                    _ => Stop::GoingAway,
+                }
+            })
+        });
+        RunningWs {
+            handle,
+            stop,
+            asked,
+        }
+    }
+
+    /// Writes `data` in random pieces, now and then pausing, so that the
+    /// tunnel reads it split anywhere.
+    fn split_send(p: &Peer, data: &[u8], seed: u64) {
+        let cuts = random_bytes(data.len() / 64 + 8, seed);
+        let mut off = 0;
+        let mut i = 0;
+        while off < data.len() {
+            let c = cuts[i % cuts.len()] as usize;
+            i += 1;
+            let n = match c % 4 {
+                0 => 1 + c % 3,
+                1 => 1 + c * 7,
+                _ => 1 + c * 131,
+            }
+            .min(data.len() - off);
+            p.send(&data[off..off + n]);
+            off += n;
+            if c % 16 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// A stream of `n` messages from a peer (random fragmentation, sizes
+    /// from 0 to `big`, Pings and Pongs of its own in between).
+    fn messages(p: &mut Peer, n: usize, big: usize, seed: u64) -> Vec<u8> {
+        let r = random_bytes(n * 8 + 8, seed);
+        let mut v = Vec::new();
+        for i in 0..n {
+            let frags = 1 + r[i * 8] as usize % 3;
+            for f in 0..frags {
+                let op = if f == 0 { 1 + r[i * 8 + 1] % 2 } else { 0 };
+                let fin = if f + 1 == frags { 0x80 } else { 0 };
+                let len = match r[i * 8 + 2 + f] % 8 {
+                    0 => 0,
+                    1 if big > 0 => big,
+                    2 => 126,
+                    3 => 65536 % (big + 1),
+                    _ => r[i * 8 + 5] as usize,
+                };
+                let payload = random_bytes(len, seed + i as u64);
+                v.extend(p.frame(fin | op, &payload));
+                if r[i * 8 + 6] % 5 == 0 {
+                    v.extend(p.frame(0x89, b"app-ping"));
+                }
+                if r[i * 8 + 7] % 7 == 0 {
+                    v.extend(p.frame(0x8a, b"app-pong"));
+                }
+            }
+        }
+        v
+    }
+
+    fn both_ways(client: Sock, backend: Sock, near: (Sock, Sock), raw_ends: bool, bufs: (usize, usize)) {
+        let mut cp = Peer::new(client, true, false, false);
+        let mut bp = Peer::new(backend, false, false, false);
+        let pipelined = cp.frame(0x81, b"pipelined");
+        let after_101 = bp.frame(0x82, b"after-101");
+        let cfg = ws_config(0, 0, false);
+        let (cn, bn) = near;
+        let t = if raw_ends {
+            spawn_ws(raw(cn), raw(bn), cfg, bufs, (pipelined.clone(), after_101.clone()))
+        } else {
+            spawn_ws(
+                Hidden::new(cn, 700),
+                Hidden::new(bn, 333),
+                cfg,
+                bufs,
+                (pipelined.clone(), after_101.clone()),
+            )
+        };
+        let mut cdata = messages(&mut cp, 120, 300_000, 5);
+        let mut bdata = messages(&mut bp, 150, 200_000, 6);
+        cdata.extend(cp.frame(0x88, &1000u16.to_be_bytes()));
+        bdata.extend(bp.frame(0x88, b"\x0f\xa0bye"));
+        thread::scope(|s| {
+            s.spawn(|| split_send(&cp, &cdata, 1));
+            s.spawn(|| split_send(&bp, &bdata, 2));
+        });
+        cp.shutdown_write();
+        bp.shutdown_write();
+        let s = t.join();
+        let (cl, bl) = (cp.log(), bp.log());
+        let mut want_b = pipelined;
+        want_b.extend(&cdata);
+        let mut want_c = after_101;
+        want_c.extend(&bdata);
+        assert!(bl.raw == want_b, "client->backend: {} of {}", bl.raw.len(), want_b.len());
+        assert!(cl.raw == want_c, "backend->client: {} of {}", cl.raw.len(), want_c.len());
+        assert_eq!(s.reason, EndReason::Closed);
+        let count = |l: &PeerLog| {
+            l.frames
+                .iter()
+                .filter(|(f, _)| f.fin && f.op <= 2)
+                .count() as u64
+        };
+        assert_eq!(s.ws.messages_from_client, count(&bl));
+        assert_eq!(s.ws.messages_from_backend, count(&cl));
+        assert_eq!(s.ws.messages_from_client, 121);
+        assert_eq!(s.ws.messages_from_backend, 151);
+        assert_eq!(s.ws.close_code_from_client, Some(1000));
+        assert_eq!(s.ws.close_code_from_backend, Some(4000));
+        assert!(!s.ws.lost_sync_client && !s.ws.lost_sync_backend);
+        assert_eq!((s.ws.pings_sent, s.ws.pongs_consumed), (0, 0));
+        assert_eq!(s.bytes_to_backend, want_b.len() as u64);
+        assert_eq!(s.bytes_to_client, want_c.len() as u64);
+        if raw_ends {
+            // Long payloads were spliced, headers were not.
+            assert!(
+                s.spliced > (want_b.len() + want_c.len()) as u64 / 2,
+                "{} of {} spliced",
+                s.spliced,
+                want_b.len() + want_c.len()
+            );
+        } else {
+            assert_eq!(s.spliced, 0);
+        }
+    }
+
+    #[test]
+    fn messages_and_close_codes_with_random_splits() {
+        for (i, (raw_ends, bufs)) in [
+            (true, (65536, 65536)),
+            (true, (100, 37)),
+            (false, (65536, 4096)),
+            (false, (31, 64)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pair = if i % 2 == 0 { tcp_pair } else { unix_pair };
+            let (cf, cn) = pair();
+            let (bf, bn) = pair();
+            both_ways(cf, bf, (cn, bn), raw_ends, bufs);
+        }
+    }
+
+    #[test]
+    fn close_without_code_and_no_close() {
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let mut cp = Peer::new(cf, true, false, false);
+        let bp = Peer::new(bf, false, false, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (4096, 4096), (vec![], vec![]));
+        let c = cp.frame(0x88, b"");
+        cp.send(&c);
+        cp.shutdown_write();
+        bp.shutdown_write();
+        let s = t.join();
+        assert_eq!(s.ws.close_code_from_client, Some(1005));
+        assert_eq!(s.ws.close_code_from_backend, None);
+        assert_eq!(bp.log().raw, c);
+        cp.log();
+    }
+
+    /// Both far ends got valid frames ending with the tunnel's Close 1001
+    /// (masked towards the backend), nothing after it.
+    fn got_going_away(cl: &PeerLog, bl: &PeerLog) {
+        cl.check_valid(false);
+        bl.check_valid(true);
+        for l in [cl, bl] {
+            let last = l.last().expect("a Close");
+            assert_eq!(last.op, 8, "{last:?}");
+            assert_eq!(last.close_code(), Some(CLOSE_GOING_AWAY));
+            assert_eq!(last.payload.len(), 2);
+        }
+    }
+
+    #[test]
+    fn idle_close_frame_to_both_sides() {
+        let (cf, cn) = tcp_pair();
+        let (bf, bn) = tcp_pair();
+        let mut cp = Peer::new(cf, true, false, false);
+        let mut bp = Peer::new(bf, false, false, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(300, 0, true), (8192, 8192), (vec![], vec![]));
+        let m1 = cp.frame(0x81, b"hello");
+        let m2 = bp.frame(0x82, &random_bytes(100_000, 9));
+        cp.send(&m1);
+        bp.send(&m2);
+        let quiet = Instant::now();
+        let s = t.join();
+        let d = quiet.elapsed();
+        assert_eq!(s.reason, EndReason::Idle);
+        assert!(d >= Duration::from_millis(250) && d < Duration::from_secs(2), "{d:?}");
+        let (cl, bl) = (cp.log(), bp.log());
+        got_going_away(&cl, &bl);
+        assert_eq!(bl.without(|f| f.op == 8), m1);
+        assert_eq!(cl.without(|f| f.op == 8), m2);
+        // Injected bytes: 8 towards the backend, 4 towards the client.
+        assert_eq!(s.bytes_to_backend, m1.len() as u64 + 8);
+        assert_eq!(s.bytes_to_client, m2.len() as u64 + 4);
+        assert_eq!((s.ws.messages_from_client, s.ws.messages_from_backend), (1, 1));
+        assert_eq!(s.ws.close_code_from_client, None);
+    }
+
+    #[test]
+    fn idle_close_frame_not_into_a_frame_under_way() {
+        // The client stops in the middle of a frame: the backend gets the
+        // bytes so far and no Close; the client gets its Close 1001.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let mut cp = Peer::new(cf, true, false, false);
+        let bp = Peer::new(bf, false, false, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(200, 0, true), (8192, 8192), (vec![], vec![]));
+        let m = cp.frame(0x82, &[7u8; 1000]);
+        cp.send(&m[..500]);
+        let quiet = Instant::now();
+        let s = t.join();
+        let d = quiet.elapsed();
+        assert_eq!(s.reason, EndReason::Idle);
+        // The idle timeout, then the bound on finding a boundary.
+        assert!(d >= Duration::from_millis(750) && d < Duration::from_secs(3), "{d:?}");
+        // Waiting for a boundary is not a busy loop (ticks every 50 ms).
+        assert!(s.polls < 60, "{} polls", s.polls);
+        let (cl, bl) = (cp.log(), bp.log());
+        assert_eq!(bl.raw, &m[..500]);
+        cl.check_valid(false);
+        assert_eq!(cl.frames.len(), 1);
+        assert_eq!(cl.last().unwrap().close_code(), Some(CLOSE_GOING_AWAY));
+    }
+
+    #[test]
+    fn idle_close_frame_not_after_the_peers_close() {
+        // The backend sent its Close (the client did not answer): only the
+        // backend gets the tunnel's Close 1001.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let cp = Peer::new(cf, true, false, false);
+        let mut bp = Peer::new(bf, false, false, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(200, 0, true), (8192, 8192), (vec![], vec![]));
+        let c = bp.frame(0x88, &1000u16.to_be_bytes());
+        bp.send(&c);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Idle);
+        let (cl, bl) = (cp.log(), bp.log());
+        assert_eq!(cl.raw, c);
+        bl.check_valid(true);
+        assert_eq!(bl.frames.len(), 1);
+        assert_eq!(bl.last().unwrap().close_code(), Some(CLOSE_GOING_AWAY));
+        assert_eq!(s.ws.close_code_from_backend, Some(1000));
+    }
+
+    #[test]
+    fn pings_at_boundaries_and_pongs_swallowed() {
+        let (cf, cn) = tcp_pair();
+        let (bf, bn) = tcp_pair();
+        let mut cp = Peer::new(cf, true, true, false);
+        let mut bp = Peer::new(bf, false, true, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 100, false), (8192, 8192), (vec![], vec![]));
+        // The peers' own Pings and Pongs pass (their answers too).
+        let mut cdata = cp.frame(0x81, b"first");
+        cdata.extend(cp.frame(0x8a, b"unsolicited"));
+        cp.send(&cdata);
+        thread::sleep(Duration::from_millis(550));
+        // Silent for 550 ms: pings every 100 ms or so, all answered.
+        let m = bp.frame(0x82, &random_bytes(300_000, 3));
+        bp.send(&m);
+        thread::sleep(Duration::from_millis(350));
+        cp.shutdown_write();
+        bp.shutdown_write();
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Closed);
+        let (cl, bl) = (cp.log(), bp.log());
+        cl.check_valid(false);
+        bl.check_valid(true);
+        // The tunnel's Pings reached both, masked towards the backend; its
+        // Pongs never did: each far end sees the other's bytes exactly,
+        // plus Pings.
+        assert_eq!(bl.without(|f| f.op == 9), cdata);
+        assert_eq!(cl.without(|f| f.op == 9), m);
+        assert_eq!((cl.count(10), bl.count(10)), (0, 1), "the client's own Pong only");
+        let (pc, pb) = (cl.count(9), bl.count(9));
+        assert!(pc >= 4 && pb >= 4, "{pc} and {pb} pings");
+        assert_eq!(s.ws.pings_sent as usize, pc + pb);
+        // Every ping but the last ones was answered, and swallowed.
+        assert!(s.ws.pongs_consumed as usize + 2 >= pc + pb, "{s:?}");
+        // Bytes: what came in, less the Pongs taken out (14 bytes from the
+        // client, 10 from the backend), plus the Pings put in.
+        assert_eq!(s.bytes_to_backend, bl.raw.len() as u64);
+        assert_eq!(s.bytes_to_client, cl.raw.len() as u64);
+        let from_c = s.bytes_from_client + 14 * pb as u64 - s.bytes_to_backend;
+        let from_b = s.bytes_from_backend + 10 * pc as u64 - s.bytes_to_client;
+        assert_eq!((from_c % 14, from_b % 10), (0, 0));
+        assert_eq!(from_c / 14 + from_b / 10, u64::from(s.ws.pongs_consumed));
+        // Pings are 8-byte tokens, all different.
+        let mut tokens: Vec<_> = cl
+            .frames
+            .iter()
+            .chain(bl.frames.iter())
+            .filter(|(f, _)| f.op == 9)
+            .map(|(f, _)| f.payload.clone())
+            .collect();
+        assert!(tokens.iter().all(|p| p.len() == 8));
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), pc + pb);
+        // Not during the traffic (300 KB take some ms), nor too often.
+        assert!(pc <= 10 && pb <= 10, "{pc} and {pb} pings");
+        assert_eq!(s.ws.messages_from_backend, 1);
+    }
+
+    #[test]
+    fn ping_waits_for_the_frame_under_way() {
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let mut cp = Peer::new(cf, true, true, false);
+        let bp = Peer::new(bf, false, true, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 300, false), (8192, 8192), (vec![], vec![]));
+        let m = cp.frame(0x82, &random_bytes(20_000, 4));
+        let done;
+        {
+            // The client stops in the middle of a frame for 450 ms: the
+            // Pings go out after 300 ms of silence, the backend's must wait
+            // for the frame's end. The client cannot answer its own before
+            // (it holds its writer), but does within the interval.
+            let mut w = cp.writer.lock().unwrap();
+            w.write_all(&m[..7000]).unwrap();
+            thread::sleep(Duration::from_millis(450));
+            done = Instant::now();
+            w.write_all(&m[7000..]).unwrap();
+        }
+        thread::sleep(Duration::from_millis(100));
+        cp.shutdown_write();
+        bp.shutdown_write();
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Closed);
+        let (cl, bl) = (cp.log(), bp.log());
+        bl.check_valid(true);
+        cl.check_valid(false);
+        // The backend's stream: the whole frame, then Ping(s), none inside.
+        assert_eq!(bl.frames[0].0.raw, m);
+        assert!(bl.count(9) >= 1);
+        assert!(bl.frames[1].1 >= done);
+        // The client got its Ping while it was mid-frame, answered after.
+        assert!(cl.count(9) >= 1);
+        assert!(cl.frames[0].1 < done);
+        assert_eq!(s.ws.pings_sent as usize, cl.count(9) + bl.count(9));
+        assert!(s.ws.pongs_consumed >= 2, "{s:?}");
+        assert!(s.polls < 100, "{} polls", s.polls);
+        assert_eq!(bl.without(|f| f.op == 9), m);
+    }
+
+    #[test]
+    fn ping_timeout_when_a_side_does_not_answer() {
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let cp = Peer::new(cf, true, true, false);
+        let bp = Peer::new(bf, false, false, false);
+        let started = Instant::now();
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 150, false), (8192, 8192), (vec![], vec![]));
+        let s = t.join();
+        let d = started.elapsed();
+        assert_eq!(s.reason, EndReason::PingTimeout);
+        // One interval of silence, one for the answer.
+        assert!(d >= Duration::from_millis(280) && d < Duration::from_secs(2), "{d:?}");
+        let (cl, bl) = (cp.log(), bp.log());
+        got_going_away(&cl, &bl);
+        assert_eq!((cl.count(9), bl.count(9)), (1, 1));
+        assert_eq!(s.ws.pings_sent, 2);
+        assert_eq!(s.ws.pongs_consumed, 1);
+        // The client's answer was swallowed: the backend saw only ours.
+        assert_eq!(bl.count(10), 0);
+    }
+
+    #[test]
+    fn going_away_waits_for_the_answers() {
+        let (cf, cn) = tcp_pair();
+        let (bf, bn) = tcp_pair();
+        let mut cp = Peer::new(cf, true, false, true);
+        let mut bp = Peer::new(bf, false, false, true);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (8192, 8192), (vec![], vec![]));
+        let m1 = cp.frame(0x81, b"up");
+        let m2 = bp.frame(0x81, b"down");
+        cp.send(&m1);
+        bp.send(&m2);
+        thread::sleep(Duration::from_millis(100));
+        t.stop.store(2, Ordering::Relaxed);
+        let asked = Instant::now();
+        let s = t.join();
+        let d = asked.elapsed();
+        assert_eq!(s.reason, EndReason::GoingAway);
+        // Both answered at once: well before the bound.
+        assert!(d < Duration::from_millis(500), "{d:?}");
+        let (cl, bl) = (cp.log(), bp.log());
+        got_going_away(&cl, &bl);
+        assert_eq!(bl.without(|f| f.op == 8), m1);
+        assert_eq!(cl.without(|f| f.op == 8), m2);
+        // Their answers were not relayed (each got one Close, ours).
+        assert_eq!(s.ws.close_code_from_client, Some(CLOSE_GOING_AWAY));
+        assert_eq!(s.ws.close_code_from_backend, Some(CLOSE_GOING_AWAY));
+        assert_eq!((s.ws.messages_from_client, s.ws.messages_from_backend), (1, 1));
+    }
+
+    #[test]
+    fn going_away_is_bounded_and_stop_now_still_cuts() {
+        // Nobody answers: the tunnel ends at the bound.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (8192, 8192), (vec![], vec![]));
+        thread::sleep(Duration::from_millis(60));
+        t.stop.store(2, Ordering::Relaxed);
+        let asked = Instant::now();
+        let s = t.join();
+        let d = asked.elapsed();
+        assert_eq!(s.reason, EndReason::GoingAway);
+        assert!(d >= Duration::from_millis(550) && d < Duration::from_secs(2), "{d:?}");
+        got_going_away(&cp.log(), &bp.log());
+
+        // Now after GoingAway: at once; should_stop is still asked.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
+        let mut cfg = ws_config(0, 0, false);
+        cfg.close_wait_ms = 10_000;
+        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        t.stop.store(2, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(300));
+        let before = t.asked.load(Ordering::Relaxed);
+        assert!(before >= 3, "{before}");
+        t.stop.store(1, Ordering::Relaxed);
+        let cut = Instant::now();
+        let s = t.join();
+        assert!(cut.elapsed() < Duration::from_millis(500));
+        assert_eq!(s.reason, EndReason::Stopped);
+        got_going_away(&cp.log(), &bp.log());
+    }
+
+    #[test]
+    fn going_away_on_a_plain_tunnel_is_a_stop() {
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let mut cfg = Config::new(0, 50, true);
+        cfg.close_wait_ms = 10_000;
+        let t = spawn_ws(raw(cn), raw(bn), cfg, (64, 64), (vec![], vec![]));
+        t.stop.store(2, Ordering::Relaxed);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Stopped);
+        assert_eq!(s.ws, WsStats::default());
+        drop((cf, bf));
+    }
+
+    #[test]
+    fn lost_sync_relays_untouched() {
+        // The client's stream breaks the protocol: its bytes keep flowing
+        // untouched, nothing is put into it, its side gets no Ping (its
+        // answer could not be seen); the backend's stream is tracked on.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let mut cp = Peer::new(cf, true, true, false);
+        // (It parses the garbage as frames: it must not answer them.)
+        let mut bp = Peer::new(bf, false, false, false);
+        let t = spawn_ws(raw(cn), raw(bn), ws_config(400, 100, true), (4096, 4096), (vec![], vec![]));
+        let mut cdata = cp.frame(0x81, b"ok");
+        cdata.extend([0x83, 0x80, 1, 2, 3, 4]); // reserved opcode 3
+        cdata.extend(random_bytes(50_000, 8));
+        split_send(&cp, &cdata, 3);
+        let m = bp.frame(0x81, b"still tracked");
+        bp.send(&m);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Idle);
+        let (cl, bl) = (cp.log(), bp.log());
+        assert!(bl.raw == cdata, "{} of {}", bl.raw.len(), cdata.len());
+        cl.check_valid(false);
+        assert_eq!(cl.frames.len(), 2, "{:?}", cl.frames);
+        assert_eq!(cl.frames[0].0.raw, m);
+        assert_eq!(cl.last().unwrap().close_code(), Some(CLOSE_GOING_AWAY));
+        assert!(s.ws.lost_sync_client && !s.ws.lost_sync_backend);
+        assert_eq!(s.ws.pings_sent, 0);
+        assert_eq!((s.ws.messages_from_client, s.ws.messages_from_backend), (1, 1));
+    }
+}
