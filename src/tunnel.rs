@@ -939,7 +939,8 @@ impl<'a> Dir<'a> {
         }
         let to = self.pipe.as_ref()?.write_end();
         // WebSocket: payload bytes only, up to the end of the frame.
-        let room = self.pipe_cap.saturating_sub(self.in_pipe).min(allowance);
+        let pipe_room = self.pipe_cap.saturating_sub(self.in_pipe);
+        let room = pipe_room.min(allowance);
         if room == 0 {
             return Some(Ok(false));
         }
@@ -961,7 +962,7 @@ impl<'a> Dir<'a> {
                 // Filled the pipe: the socket likely has more; read again
                 // (once the pipe has room) without polling first.
                 self.readable = n == room;
-                if n == room && n == self.in_pipe && !self.pipe_grown {
+                if n == pipe_room && n == self.in_pipe && !self.pipe_grown {
                     // Bulk traffic: a bigger pipe, if the kernel allows.
                     self.pipe_grown = true;
                     if let Some(Ok(cap)) = self.pipe.as_ref().map(|p| p.set_capacity(BULK_PIPE_CAP)) {

@@ -389,5 +389,8 @@ pub fn run(data: &[u8]) {
             "idle end without an idle timeout or a closing tunnel: {stats:?}"
         ),
         EndReason::PollError => panic!("poll() failed: {stats:?}"),
+        EndReason::PingTimeout | EndReason::GoingAway => {
+            panic!("a WebSocket ending on a plain tunnel: {stats:?}")
+        }
     }
 }
