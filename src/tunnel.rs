@@ -945,6 +945,12 @@ impl<'a> Dir<'a> {
             return Some(Ok(false));
         }
         Some(match sys::splice(fd, to, room) {
+            // Some older kernels answer 0 rather than AGAIN when the pipe's
+            // slots are used up: only an empty pipe's 0 is end of input.
+            sys::FdIo::Done(0) if self.in_pipe > 0 => {
+                self.pipe_full = true;
+                Ok(false)
+            }
             sys::FdIo::Done(0) => {
                 self.eof = true;
                 self.readable = false;
