@@ -91,6 +91,14 @@ fn main() {
     }
     o.command = if o.quick { "BENCH_QUICK=1 make bench" } else { "make bench" }.to_string();
     o.module = std::fs::canonicalize(&o.module).unwrap_or(o.module);
+    // A hard bound on the whole run, whatever happens (the servers die with
+    // this process: PR_SET_PDEATHSIG).
+    let limit = Duration::from_secs(if o.quick { 600 } else { 2400 });
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("wst-bench: still running after {} s: giving up", limit.as_secs());
+        std::process::exit(3);
+    });
     if let Err(e) = run(&o) {
         eprintln!("wst-bench: {e}");
         std::process::exit(1);
@@ -520,7 +528,7 @@ fn write_results(o: &Opts, p: &Plan, env: &Env, res: &Results, took: Duration) -
             let _ = writeln!(md, "- {}", f.replace('\n', " "));
         }
     }
-    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `BENCH_QUICK=1 make bench` is a 2-minute smoke run). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
+    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `make bench` takes about 8 minutes, `BENCH_QUICK=1 make bench` is a 2-minute smoke run). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
     let w = |name: &str, s: &str| {
         let p = o.out.join(name);
         std::fs::write(&p, s).map_err(|e| format!("{}: {e}", p.display()))
