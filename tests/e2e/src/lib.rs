@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod client;
 pub mod faults;
+pub mod framebackend;
 pub mod h2ws;
 pub mod httpd;
 pub mod net;

@@ -1,0 +1,235 @@
+//! A raw-TCP WebSocket backend that performs the 101 handshake itself and records every frame
+//! it receives (opcode, mask bit, payload, arrival time), for tests of what the module sends
+//! to the backend (its own Pings and Closes, and that Pongs are not relayed).
+//!
+//! Behaviour per connection: echo data frames (unmasked, same FIN/opcode/payload); answer a
+//! Ping with a Pong carrying the same payload when `answer_pings`; answer a Close with a Close
+//! carrying the same payload, then shut down its write side and read until EOF.
+//! Every connection lives at most `lifetime`; reads poll every 100 ms so the backend stops
+//! promptly when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ws::{self, Frame, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
+
+/// What one backend connection saw.
+#[derive(Clone, Debug, Default)]
+pub struct BackendConn {
+    /// The upgrade request head.
+    pub request: String,
+    /// Every frame received after the handshake, with its arrival time.
+    pub frames: Vec<(Instant, Frame)>,
+    /// "eof", "reset: ...", "lifetime", "stopped", "bad-request" once the connection ended.
+    pub end: String,
+}
+
+impl BackendConn {
+    pub fn frames_with(&self, opcode: u8) -> Vec<Frame> {
+        self.frames
+            .iter()
+            .filter(|(_, f)| f.opcode == opcode)
+            .map(|(_, f)| f.clone())
+            .collect()
+    }
+    /// Close code of the first Close frame received, if any (None also for an empty Close).
+    pub fn close_code(&self) -> Option<u16> {
+        self.frames_with(OP_CLOSE)
+            .first()
+            .and_then(|f| close_code(&f.payload))
+    }
+}
+
+/// Close code from a Close frame's payload.
+pub fn close_code(payload: &[u8]) -> Option<u16> {
+    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+pub struct FrameBackend {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<Arc<Mutex<BackendConn>>>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl FrameBackend {
+    /// Start on a free port. Connections live at most `lifetime`.
+    pub fn start(answer_pings: bool, lifetime: Duration) -> FrameBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<Arc<Mutex<BackendConn>>>>> = Arc::default();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let accept = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut threads = Vec::new();
+            while !stop2.load(Ordering::Relaxed) && started.elapsed() < lifetime + Duration::from_secs(60)
+            {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let rec = Arc::new(Mutex::new(BackendConn::default()));
+                        conns2.lock().unwrap().push(rec.clone());
+                        let st = stop2.clone();
+                        threads.push(std::thread::spawn(move || {
+                            let end = serve(s, answer_pings, &rec, &st, lifetime);
+                            rec.lock().unwrap().end = end;
+                        }));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        FrameBackend {
+            port,
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+    /// Snapshot of connection `i`.
+    pub fn conn(&self, i: usize) -> Option<BackendConn> {
+        self.conns
+            .lock()
+            .unwrap()
+            .get(i)
+            .map(|c| c.lock().unwrap().clone())
+    }
+    pub fn all(&self) -> Vec<BackendConn> {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.lock().unwrap().clone())
+            .collect()
+    }
+    /// Wait until connection `i` satisfies `pred`.
+    pub fn wait_conn(
+        &self,
+        i: usize,
+        timeout: Duration,
+        pred: impl Fn(&BackendConn) -> bool,
+    ) -> Option<BackendConn> {
+        crate::wait_for(timeout, || self.conn(i).filter(|c| pred(c)))
+    }
+}
+
+impl Drop for FrameBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn serve(
+    mut s: TcpStream,
+    answer_pings: bool,
+    rec: &Mutex<BackendConn>,
+    stop: &AtomicBool,
+    lifetime: Duration,
+) -> String {
+    let started = Instant::now();
+    let _ = s.set_nodelay(true);
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    // Request head.
+    let head_len = loop {
+        if let Some(n) = ws::head_end(&buf) {
+            break n;
+        }
+        if stop.load(Ordering::Relaxed) || started.elapsed() > lifetime {
+            return "bad-request".into();
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return "bad-request".into(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return format!("reset: {e}"),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+    buf.drain(..head_len);
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    rec.lock().unwrap().request = head;
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        ws::accept_key(&key)
+    );
+    if s.write_all(resp.as_bytes()).is_err() {
+        return "write-error".into();
+    }
+    let mut close_sent = false;
+    loop {
+        while let Some((f, used)) = ws::decode_frame(&buf) {
+            buf.drain(..used);
+            let reply = match f.opcode {
+                OP_PING if answer_pings => Some(ws::encode_frame(true, OP_PONG, &f.payload, None)),
+                OP_TEXT | OP_BINARY | OP_CONT if !close_sent => {
+                    Some(ws::encode_frame(f.fin, f.opcode, &f.payload, None))
+                }
+                OP_CLOSE if !close_sent => {
+                    close_sent = true;
+                    Some(ws::encode_frame(true, OP_CLOSE, &f.payload, None))
+                }
+                _ => None,
+            };
+            let is_close = f.opcode == OP_CLOSE;
+            rec.lock().unwrap().frames.push((Instant::now(), f));
+            if let Some(r) = reply {
+                let _ = s.write_all(&r);
+            }
+            if is_close {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return "stopped".into();
+        }
+        if started.elapsed() > lifetime {
+            return "lifetime".into();
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return "eof".into(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return format!("reset: {e}"),
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
