@@ -68,7 +68,8 @@ impl FrameBackend {
         let accept = std::thread::spawn(move || {
             let started = Instant::now();
             let mut threads = Vec::new();
-            while !stop2.load(Ordering::Relaxed) && started.elapsed() < lifetime + Duration::from_secs(60)
+            while !stop2.load(Ordering::Relaxed)
+                && started.elapsed() < lifetime + Duration::from_secs(60)
             {
                 match listener.accept() {
                     Ok((s, _)) => {

@@ -136,7 +136,10 @@ fn ping_reaches_both_sides_and_pongs_are_consumed() {
         .wait_conn(0, WAIT, |c| !c.frames_with(OP_PING).is_empty())
         .expect("the backend never got a Ping");
     let bping = &bc.frames_with(OP_PING)[0];
-    assert!(bping.masked, "a proxy-to-backend Ping must be masked: {bping:?}");
+    assert!(
+        bping.masked,
+        "a proxy-to-backend Ping must be masked: {bping:?}"
+    );
     assert!(bping.payload.len() <= 125);
 
     // Byte-exact echo of a message sent now; no Pong (the backend's) reaches the client.
@@ -155,7 +158,10 @@ fn ping_reaches_both_sides_and_pongs_are_consumed() {
     c.timeout = Duration::from_secs(3);
     while Instant::now() < until {
         let (bytes, end) = c.read_for(Duration::from_millis(300));
-        assert!(end.is_none(), "tunnel ended while the client answered pings: {end:?}");
+        assert!(
+            end.is_none(),
+            "tunnel ended while the client answered pings: {end:?}"
+        );
         let mut buf = bytes;
         while let Some((f, used)) = wst_e2e::ws::decode_frame(&buf) {
             buf.drain(..used);
@@ -167,14 +173,23 @@ fn ping_reaches_both_sides_and_pongs_are_consumed() {
         assert!(buf.is_empty(), "partial frame left: {buf:?}");
     }
     eprintln!("pings received by the client in ~5 s: {pings}");
-    assert!(pings >= 3, "only {pings} pings in ~5 s with ProxyWebsocketPing 1");
+    assert!(
+        pings >= 3,
+        "only {pings} pings in ~5 s with ProxyWebsocketPing 1"
+    );
     c.send(&client_frame(OP_TEXT, b"still here")).unwrap();
     let echo = c.read_frame().unwrap();
-    assert_eq!((echo.opcode, echo.payload.as_slice()), (OP_TEXT, &b"still here"[..]));
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice()),
+        (OP_TEXT, &b"still here"[..])
+    );
 
     let bc = b.conn(0).unwrap();
     let pongs = bc.frames_with(OP_PONG);
-    assert!(pongs.is_empty(), "the client's Pongs reached the backend: {pongs:?}");
+    assert!(
+        pongs.is_empty(),
+        "the client's Pongs reached the backend: {pongs:?}"
+    );
     assert!(
         bc.frames_with(OP_PING).len() >= 3,
         "backend pings: {:?}",
@@ -186,8 +201,13 @@ fn ping_reaches_both_sides_and_pongs_are_consumed() {
         .filter(|(_, f)| f.opcode == 0x2 || f.opcode == OP_TEXT)
         .map(|(_, f)| f.payload.clone())
         .collect();
-    assert_eq!(data, vec![msg, b"still here".to_vec()], "data frames at the backend");
-    c.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes())).unwrap();
+    assert_eq!(
+        data,
+        vec![msg, b"still here".to_vec()],
+        "data frames at the backend"
+    );
+    c.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
+        .unwrap();
     let _ = c.read_until_close(Duration::from_secs(3));
     stop_clean(&mut h);
 }
@@ -222,7 +242,10 @@ fn ping_answered_by_tungstenite_keeps_tunnel_open() {
     );
     close(&mut ws);
     drop(ws);
-    assert!(b.conn(0).unwrap().frames_with(OP_PONG).is_empty(), "a Pong reached the backend");
+    assert!(
+        b.conn(0).unwrap().frames_with(OP_PONG).is_empty(),
+        "a Pong reached the backend"
+    );
     let n = wait_notes(&h, "/ws/tung");
     assert_eq!(n[4], "closed", "notes {n:?}");
     stop_clean(&mut h);
@@ -256,7 +279,10 @@ fn unanswered_ping_ends_tunnel_with_1001() {
         .wait_conn(0, WAIT, |c| c.close_code().is_some())
         .unwrap_or_else(|| panic!("no Close at the backend: {:?}", b.conn(0)));
     let bclose = &bc.frames_with(OP_CLOSE)[0];
-    assert!(bclose.masked && close_code(&bclose.payload) == Some(1001), "{bclose:?}");
+    assert!(
+        bclose.masked && close_code(&bclose.payload) == Some(1001),
+        "{bclose:?}"
+    );
     let n = wait_notes(&h, "/ws/deaf");
     assert_eq!(n[4], "ping-timeout", "notes {n:?}");
     stop_clean(&mut h);
@@ -278,15 +304,24 @@ fn idle_timeout_sends_close_1001_both_ways() {
     let at = t0.elapsed();
     eprintln!("idle Close after {at:?}");
     let f = &frames[0];
-    assert!(is_close_1001(f) && !f.masked, "expected an unmasked Close 1001: {f:?}");
-    assert!(at >= Duration::from_millis(800) && at < Duration::from_millis(3000), "{at:?}");
+    assert!(
+        is_close_1001(f) && !f.masked,
+        "expected an unmasked Close 1001: {f:?}"
+    );
+    assert!(
+        at >= Duration::from_millis(800) && at < Duration::from_millis(3000),
+        "{at:?}"
+    );
     let (rest, end) = c.read_until_close(Duration::from_secs(3));
     assert_eq!(end, End::Eof, "after the Close: {rest:?}");
     let bc = b
         .wait_conn(0, WAIT, |c| c.close_code().is_some())
         .unwrap_or_else(|| panic!("no Close at the backend: {:?}", b.conn(0)));
     let bclose = &bc.frames_with(OP_CLOSE)[0];
-    assert!(bclose.masked && close_code(&bclose.payload) == Some(1001), "{bclose:?}");
+    assert!(
+        bclose.masked && close_code(&bclose.payload) == Some(1001),
+        "{bclose:?}"
+    );
     let n = wait_notes(&h, "/ws/idle");
     assert_eq!(n[4], "idle", "notes {n:?}");
     stop_clean(&mut h);
@@ -351,18 +386,33 @@ fn close_handshake_then_backend_fin_ends_tunnel_promptly() {
     c.send(&client_frame(OP_TEXT, b"x")).unwrap();
     assert_eq!(c.read_frame().unwrap().payload, b"x");
     let t0 = Instant::now();
-    c.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes())).unwrap();
+    c.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
+        .unwrap();
     let f = c.read_frame().expect("Close reply");
-    assert_eq!((f.opcode, close_code(&f.payload)), (OP_CLOSE, Some(1000)), "{f:?}");
+    assert_eq!(
+        (f.opcode, close_code(&f.payload)),
+        (OP_CLOSE, Some(1000)),
+        "{f:?}"
+    );
     let (rest, end) = c.read_until_close(Duration::from_secs(5));
-    eprintln!("after the Close reply: {end:?} at {:?}; backend end {:?}", t0.elapsed(), b.conn(0).map(|c| c.end));
-    assert_eq!(end, End::Eof, "the proxy kept the client connection open: {rest:?}");
+    eprintln!(
+        "after the Close reply: {end:?} at {:?}; backend end {:?}",
+        t0.elapsed(),
+        b.conn(0).map(|c| c.end)
+    );
+    assert_eq!(
+        end,
+        End::Eof,
+        "the proxy kept the client connection open: {rest:?}"
+    );
     // The client still holds its socket (it has not seen a TCP close, only a FIN). The close
     // handshake is complete, so the tunnel is over: the backend connection must be closed and
     // the request logged without waiting for the client.
     let backend_end = b.wait_conn(0, Duration::from_secs(5), |c| !c.end.is_empty());
     let line = wst_e2e::wait_for(Duration::from_secs(2), || {
-        notes_lines(&h).into_iter().find(|l| l.contains("GET /ws/handshake "))
+        notes_lines(&h)
+            .into_iter()
+            .find(|l| l.contains("GET /ws/handshake "))
     });
     eprintln!(
         "{:?} after the Close: backend end {:?}, notes {line:?}",
@@ -390,7 +440,8 @@ fn stop_after_close_handshake_exits_cleanly() {
     for round in 0..3 {
         let b = WstEcho::start();
         let mut h = httpd_with(b.port(), "");
-        let (_, mut ws) = WsClient::connect(&h.target(), "/ws/stop-after", Browser::Firefox).unwrap();
+        let (_, mut ws) =
+            WsClient::connect(&h.target(), "/ws/stop-after", Browser::Firefox).unwrap();
         for i in 0..3 {
             let m = Message::text(format!("message {i}"));
             assert_eq!(roundtrip(&mut ws, m.clone()).unwrap(), m);
@@ -401,7 +452,10 @@ fn stop_after_close_handshake_exits_cleanly() {
         let log = h.error_log();
         let bad: Vec<&str> = log.lines().filter(|l| l.contains("exit signal")).collect();
         eprintln!("round {round}: stop {r:?}, notes {:?}", notes_lines(&h));
-        assert!(bad.is_empty(), "round {round}: a child crashed at stop: {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "round {round}: a child crashed at stop: {bad:?}"
+        );
         drop(ws);
     }
 }
@@ -525,8 +579,15 @@ fn drain_spreads_closes_over_window_on_graceful_restart() {
         readers.into_iter().map(|r| r.join().unwrap()).collect();
     let mut times: Vec<f64> = results.iter().filter_map(|r| r.0).collect();
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let closes = results.iter().filter(|r| r.1.starts_with("close1001")).count();
-    let cuts: Vec<&String> = results.iter().map(|r| &r.1).filter(|s| s.starts_with("cut")).collect();
+    let closes = results
+        .iter()
+        .filter(|r| r.1.starts_with("close1001"))
+        .count();
+    let cuts: Vec<&String> = results
+        .iter()
+        .map(|r| &r.1)
+        .filter(|s| s.starts_with("cut"))
+        .collect();
     let other: Vec<&String> = results
         .iter()
         .map(|r| &r.1)
@@ -545,14 +606,20 @@ fn drain_spreads_closes_over_window_on_graceful_restart() {
             other.len()
         );
     }
-    assert!(other.is_empty(), "tunnels without Close 1001 or cut: {other:?}");
+    assert!(
+        other.is_empty(),
+        "tunnels without Close 1001 or cut: {other:?}"
+    );
     assert_eq!(times.len(), N);
     assert!(
         closes >= N * 9 / 10,
         "only {closes} of {N} tunnels got Close 1001; cut: {cuts:?}"
     );
     let max = times[N - 1];
-    assert!(max <= WINDOW + 1.0, "last close at {max:.3} s > window + 1 s");
+    assert!(
+        max <= WINDOW + 1.0,
+        "last close at {max:.3} s > window + 1 s"
+    );
     let spread = percentile(&times, 0.9) - percentile(&times, 0.1);
     assert!(
         spread > 0.4 * WINDOW,
@@ -570,7 +637,10 @@ fn drain_spreads_closes_over_window_on_graceful_restart() {
         })
         .count();
     eprintln!("backend connections that got a masked Close 1001: {backend_1001}");
-    assert!(backend_1001 >= closes * 9 / 10, "backend Close 1001 on {backend_1001} tunnels");
+    assert!(
+        backend_1001 >= closes * 9 / 10,
+        "backend Close 1001 on {backend_1001} tunnels"
+    );
 
     // Old children gone at window + 2 s.
     let deadline = Duration::from_secs_f64(WINDOW + 2.0);
@@ -595,6 +665,76 @@ fn drain_spreads_closes_over_window_on_graceful_restart() {
         .filter(|l| l.contains("/ws/drain") && l.split('|').nth(4) == Some("going-away"))
         .count();
     eprintln!("notes lines with end=going-away: {going_away}");
+}
+
+/// ProxyWebsocketDrain 2 with a graceful stop (SIGWINCH, `-k graceful-stop`): every tunnel gets
+/// Close 1001 within the window + 1 s, and no child is alive at the window + 2 s.
+#[test]
+fn drain_on_graceful_stop() {
+    if !ours() {
+        return;
+    }
+    const N: usize = 20;
+    const WINDOW: f64 = 2.0;
+    let b = FrameBackend::start(true, LIFETIME);
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", b.port())
+        .config(NOTES)
+        .config("ProxyWebsocketDrain 2\nProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/ retry=0\n")
+        .start();
+    let t = h.target().with_timeout(Duration::from_secs(6));
+    let clients: Vec<RawClient> = (0..N)
+        .map(|i| raw_tunnel(&t, &format!("/ws/gstop{i}")))
+        .collect();
+    let pid = h.pid().unwrap();
+    let children = h.child_pids();
+    let t0 = Instant::now();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || match c.read_frame() {
+                Ok(f) if is_close_1001(&f) => (t0.elapsed().as_secs_f64(), "close1001".to_string()),
+                Ok(f) => (t0.elapsed().as_secs_f64(), format!("unexpected {f:?}")),
+                Err(e) => (t0.elapsed().as_secs_f64(), format!("cut: {e}")),
+            })
+        })
+        .collect();
+    // SAFETY: SIGWINCH (graceful stop) to the httpd parent this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGWINCH) }, 0);
+    let mut res: Vec<(f64, String)> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    res.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    eprintln!(
+        "graceful-stop close times: min {:.3} max {:.3}; {:?}",
+        res[0].0,
+        res[N - 1].0,
+        res.iter()
+            .filter(|r| r.1 != "close1001")
+            .collect::<Vec<_>>()
+    );
+    assert!(res.iter().all(|r| r.1 == "close1001"), "{res:?}");
+    assert!(
+        res[N - 1].0 <= WINDOW + 1.0,
+        "last Close at {:.3} s",
+        res[N - 1].0
+    );
+    // No child outlives the window (+ 2 s slack); the parent's own exit is httpd's business
+    // (2.2's worker parent lingers after its children are gone), so it is only reported.
+    let gone = wst_e2e::wait_for(
+        Duration::from_secs_f64(WINDOW + 2.0).saturating_sub(t0.elapsed()),
+        || children.iter().all(|c| !alive(*c)).then_some(()),
+    );
+    eprintln!(
+        "graceful stop: children gone: {}, parent alive {:?} after SIGWINCH: {}",
+        gone.is_some(),
+        t0.elapsed(),
+        alive(pid)
+    );
+    assert!(
+        gone.is_some(),
+        "children still alive {:?} after SIGWINCH: {:?}",
+        t0.elapsed(),
+        children.iter().filter(|c| alive(**c)).collect::<Vec<_>>()
+    );
 }
 
 /// Without ProxyWebsocketDrain a tunnel survives a graceful restart (stock behaviour).
