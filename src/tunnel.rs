@@ -702,6 +702,15 @@ impl<'a> Dir<'a> {
         self.buf.len().saturating_add(self.in_pipe)
     }
 
+    /// WebSocket: this direction's source sent a Close frame, the frame has
+    /// passed whole (nothing may follow it) and every byte of it is written.
+    fn close_handshake_done(&self) -> bool {
+        self.ws
+            .as_ref()
+            .is_some_and(|w| w.tracker.close_seen() && w.tracker.at_boundary())
+            && self.pending() == 0
+    }
+
     /// The last pending bytes that may not be written yet (they may be the
     /// start of the tunnel's own Pong).
     fn held(&self) -> usize {
@@ -1578,6 +1587,12 @@ where
         }
         if ws {
             t.ws_update();
+        }
+        if ws && t.ending.is_none() && t.c2b.close_handshake_done() && t.b2c.close_handshake_done() {
+            // Both peers' Close frames went through whole: the close
+            // handshake is over, and the server side closes the TCP
+            // connections (RFC 6455 §7.1.1) rather than wait for the client.
+            return t.finish(EndReason::Closed, 0);
         }
         if cfg.half_close {
             // While ending, a failed shutdown only ends that direction.
