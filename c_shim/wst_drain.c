@@ -82,9 +82,12 @@ int wst_drain_should_stop(void *vctx)
         stopping_since = now;
     }
     if (!d->moment) {
-        /* A moment spread over the first 90% of the window, leaving the
-         * rest for the Close handshakes to finish. */
-        apr_interval_time_t span = d->window - d->window / 10;
+        /* A moment spread over the window but its end, which is left for
+         * the Close handshakes: 10% of it, and at least a few of the
+         * tunnel's ticks (should_stop is asked every 250 ms). */
+        apr_interval_time_t margin = d->window / 10 > apr_time_from_msec(600)
+                                     ? d->window / 10 : apr_time_from_msec(600);
+        apr_interval_time_t span = d->window - margin;
         d->moment = stopping_since
                     + (apr_interval_time_t)((apr_uint64_t)d->seed
                                             % (apr_uint64_t)(span > 0 ? span : 1));
