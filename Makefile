@@ -5,6 +5,7 @@
 #   make test          unit tests, glibc check, and the end-to-end suite (real httpd)
 #   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
+#   make bench         ours vs stock (default and legacy paths), nginx, HAProxy, direct (~8 min; BENCH_QUICK=1: ~1.5 min)
 #   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it)
 #   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)
 #   make rpm-check     packaging/check-rpm.sh on them
@@ -22,7 +23,7 @@ SO := $(BUILD)/mod_proxy_wstunnel.so
 comma := ,
 WRAP_MEMCPY := $(if $(filter x86_64,$(shell uname -m)),-Wl$(comma)-Wl$(comma)--wrap=memcpy)
 
-.PHONY: all core install test unit e2e glibc-check demo clean
+.PHONY: all core install test unit e2e glibc-check demo clean bench
 
 all: $(SO)
 
@@ -43,7 +44,7 @@ $(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map Makefile
 	    $(notdir $(SHIM_SRC)) $(CURDIR)/$(CORE) >build.log 2>&1 \
 	    || { cat build.log; exit 1; }
 	@grep -i warning $(BUILD)/obj/build.log || true
-	cp $(BUILD)/obj/.libs/mod_proxy_wstunnel.so $(SO)
+	cp $(BUILD)/obj/.libs/mod_proxy_wstunnel.so $(SO).tmp && mv -f $(SO).tmp $(SO)
 	@echo "built $(SO)"
 
 install: $(SO)
@@ -64,8 +65,11 @@ test: $(SO)
 demo: $(SO)
 	sh demo/run.sh
 
+bench: $(SO)
+	cd benches && HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) run --release -- run --module $(CURDIR)/$(SO)
+
 clean:
-	rm -rf $(BUILD) target tests/e2e/target
+	rm -rf $(BUILD) target tests/e2e/target benches/target
 
 include scripts/i686.mk
 include packaging/rpm.mk

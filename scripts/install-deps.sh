@@ -11,7 +11,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     sudo_ chmod +x /usr/sbin/policy-rc.d
 fi
 
-pkgs="apache2 apache2-dev websocketd libclang-dev clang openssl binutils make gcc pkg-config iproute2 rpm rpm2cpio createrepo-c cpio file dnf"
+pkgs="apache2 apache2-dev websocketd libclang-dev clang openssl binutils make gcc pkg-config iproute2 rpm rpm2cpio createrepo-c cpio file dnf nginx-light haproxy fonts-dejavu-core"
 log=$(mktemp)
 sudo_ apt-get update -qq
 if ! sudo_ apt-get install -y -qq $pkgs >"$log" 2>&1; then
