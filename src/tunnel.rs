@@ -1336,6 +1336,10 @@ struct Tunnel<'a, 'b> {
     closed_first: Option<Side>,
     closing: bool,
     polls: u64,
+    /// poll() reported POLLHUP for this side's descriptor while nothing was
+    /// asked of it: it is left out of later poll sets (no busy loop).
+    client_hup: bool,
+    backend_hup: bool,
     /// WebSocket: the tunnel's own Close 1001s are under way.
     ending: Option<Ending>,
     rng: Rng,
@@ -1543,6 +1547,8 @@ where
         closed_first: None,
         closing: false,
         polls: 0,
+        client_hup: false,
+        backend_hup: false,
         ending: None,
         rng: Rng::new(cfg.random_seed),
         pings_sent: 0,
@@ -1676,14 +1682,26 @@ where
         let events = |i: bool, o: bool| {
             (if i { sys::POLLIN } else { 0 }) | (if o { sys::POLLOUT } else { 0 })
         };
+        // A side with nothing to wait for stays in the set with no events
+        // until it reports POLLHUP: POLLERR still reaches us, so a peer that
+        // resets while the other direction is stalled ends the tunnel.
+        let watch = |fd: sys::Fd, ev: i16, hup: bool| {
+            if ev == 0 && !hup {
+                sys::PollFd { fd, events: 0, revents: 0 }
+            } else {
+                sys::pollfd(fd, ev)
+            }
+        };
         let mut fds = [
-            sys::pollfd(
+            watch(
                 client.fd(),
                 events(t.c2b.poll_in(t.closing), t.b2c.poll_out()),
+                t.client_hup,
             ),
-            sys::pollfd(
+            watch(
                 backend.fd(),
                 events(t.b2c.poll_in(t.closing), t.c2b.poll_out()),
+                t.backend_hup,
             ),
         ];
         let timeout = i32::try_from(wait).unwrap_or(i32::MAX);
@@ -1716,6 +1734,12 @@ where
                 return t.fail((side, e));
             }
             let hup = r & sys::POLLHUP != 0;
+            if hup && pfd.events == 0 {
+                match side {
+                    Side::Client => t.client_hup = true,
+                    Side::Backend => t.backend_hup = true,
+                }
+            }
             let (src, dst) = match side {
                 Side::Client => (&mut t.c2b, &mut t.b2c),
                 Side::Backend => (&mut t.b2c, &mut t.c2b),

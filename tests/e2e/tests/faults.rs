@@ -701,7 +701,6 @@ fn write_until_blocked(c: &RawClient) -> (u64, TcpStream) {
 /// the tunnel (a worker thread, both sockets) is held until the backend reads or closes, or
 /// the idle timeout if one is set. The tunnel must end with a client error.
 #[test]
-#[ignore = "module bug: a client RST is not seen while the backend does not read (fix proposed in the hardening report)"]
 fn client_rst_ends_a_tunnel_stalled_on_the_backend() {
     let b = FaultBackend::start(Behaviour::Upgrade {
         then: After::NeverRead,
@@ -731,7 +730,6 @@ fn client_rst_ends_a_tunnel_stalled_on_the_backend() {
 /// not read and the client sends nothing, a backend RST goes unnoticed. The tunnel must end
 /// with a backend error.
 #[test]
-#[ignore = "module bug: a backend RST is not seen while the client does not read (fix proposed in the hardening report)"]
 fn backend_rst_ends_a_tunnel_stalled_on_the_client() {
     let b = FaultBackend::start(Behaviour::Upgrade {
         then: After::Flood(64 * 1024),
