@@ -22,6 +22,14 @@ step "static checks of $SO" sh apxs/check-so.sh "$SO"
 step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
     $CARGO test --release --no-fail-fast -- --test-threads=2
 
+# Hardening (issue 6): bounded fuzzing of every core parser and state machine,
+# a soak with 1,000 tunnels per MPM, the e2e subset under valgrind memcheck and
+# against an AddressSanitizer build. Longer runs: FUZZ_SECS=600, SOAK_SECS=300.
+step "fuzz (bounded)" env FUZZ_SECS="${FUZZ_SECS:-20}" scripts/fuzz.sh
+step "soak (1000 tunnels, event and prefork)" env WST_MODULE="$PWD/$SO" SOAK_SECS="${SOAK_SECS:-30}" scripts/soak.sh
+step "valgrind memcheck (e2e subset, httpd -X)" env WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" scripts/valgrind-e2e.sh
+step "AddressSanitizer (e2e subset)" env APXS="$APXS" HTTPD="$HTTPD" scripts/asan-e2e.sh
+
 step "i686 build and its static checks" make --no-print-directory i686
 step "end-to-end suite, i686 module in a 32-bit httpd 2.4" env -C tests/e2e \
     WST_MODULE="$PWD/build/i686/mod_proxy_wstunnel.so" HTTPD="$PWD/build/i386-root/wst-httpd" \
