@@ -95,3 +95,30 @@ pub fn flood_message(i: u64, size: usize) -> Vec<u8> {
     }
     m
 }
+
+/// An httpd with a mod_ssl vhost on the extra port `TLS_PORT` whose `/ws/` goes to the TLS
+/// backend on `backend_port` (`wss://localhost`, verified against the test CA): TLS on both
+/// sides of the tunnel, both endpoints filtered. Reach it with
+/// `h.tls_target(h.port_of("TLS_PORT"))`.
+pub fn start_tls_both_sides(pki: &Pki, backend_port: u16) -> Httpd {
+    Httpd::builder()
+        .module("ssl")
+        .pki(pki)
+        .listen("TLS_PORT")
+        .var("BACKEND_PORT", backend_port)
+        .config(
+            r#"
+<VirtualHost 127.0.0.1:{TLS_PORT}>
+    ServerName localhost
+    SSLEngine on
+    SSLCertificateFile "{CERT}"
+    SSLCertificateKeyFile "{KEY}"
+    SSLProxyEngine on
+    SSLProxyVerify require
+    SSLProxyCACertificateFile "{CA}"
+    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
+</VirtualHost>
+"#,
+        )
+        .start()
+}

@@ -150,26 +150,7 @@ fn routine_closes_over_tls_log_nothing_at_error_or_warn() {
     }
     let pki = Pki::generate();
     let b = WstEcho::start_tls(&pki);
-    let h = Httpd::builder()
-        .module("ssl")
-        .pki(&pki)
-        .listen("TLS_PORT")
-        .var("BACKEND_PORT", b.port())
-        .config(
-            r#"
-<VirtualHost 127.0.0.1:{TLS_PORT}>
-    ServerName localhost
-    SSLEngine on
-    SSLCertificateFile "{CERT}"
-    SSLCertificateKeyFile "{KEY}"
-    SSLProxyEngine on
-    SSLProxyVerify require
-    SSLProxyCACertificateFile "{CA}"
-    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
-</VirtualHost>
-"#,
-        )
-        .start();
+    let h = wst_e2e::start_tls_both_sides(&pki, b.port());
     let n = routine_tunnels(&h.tls_target(h.port_of("TLS_PORT")));
     wait_tunnels_closed(&h, n);
     let bad: Vec<String> = error_or_warn_lines(&h)

@@ -64,26 +64,7 @@ fn sixteen_mib_messages_wss_front_wss_backend() {
     }
     let pki = Pki::generate();
     let b = WstEcho::start_tls(&pki);
-    let h = Httpd::builder()
-        .module("ssl")
-        .pki(&pki)
-        .listen("TLS_PORT")
-        .var("BACKEND_PORT", b.port())
-        .config(
-            r#"
-<VirtualHost 127.0.0.1:{TLS_PORT}>
-    ServerName localhost
-    SSLEngine on
-    SSLCertificateFile "{CERT}"
-    SSLCertificateKeyFile "{KEY}"
-    SSLProxyEngine on
-    SSLProxyVerify require
-    SSLProxyCACertificateFile "{CA}"
-    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
-</VirtualHost>
-"#,
-        )
-        .start();
+    let h = wst_e2e::start_tls_both_sides(&pki, b.port());
     big_roundtrips(&h.tls_target(h.port_of("TLS_PORT")), "wss->wss");
     let line = h
         .wait_access(Duration::from_secs(5), |l| l.status == 101)

@@ -471,26 +471,7 @@ fn stalled_client_does_not_grow_httpd_tls_both_sides() {
     }
     let pki = Pki::generate();
     let b = WstEcho::start_tls(&pki);
-    let h = Httpd::builder()
-        .module("ssl")
-        .pki(&pki)
-        .listen("TLS_PORT")
-        .var("BACKEND_PORT", b.port())
-        .config(
-            r#"
-<VirtualHost 127.0.0.1:{TLS_PORT}>
-    ServerName localhost
-    SSLEngine on
-    SSLCertificateFile "{CERT}"
-    SSLCertificateKeyFile "{KEY}"
-    SSLProxyEngine on
-    SSLProxyVerify require
-    SSLProxyCACertificateFile "{CA}"
-    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
-</VirtualHost>
-"#,
-        )
-        .start();
+    let h = wst_e2e::start_tls_both_sides(&pki, b.port());
     backpressure(
         &h,
         &h.tls_target(h.port_of("TLS_PORT")),
