@@ -8,7 +8,9 @@
  */
 #include "wst_shim.h"
 
-#define WST_HEAD_INITIAL 8192
+/* A 101 head is a few hundred bytes: start small (the request pool's memory
+ * stays with the tunnel for its whole life) and double up to the limit. */
+#define WST_HEAD_INITIAL 1024
 #define WST_HEAD_MAX (64 * 1024)
 #define WST_BODY_CHUNK 8192
 
@@ -361,7 +363,8 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     conn_rec *backconn = backend->connection;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
     wst_backend_request req;
-    wst_response *resp = apr_pcalloc(r->pool, sizeof(*resp));
+    /* Not zeroed: wst_parse_response fills it (headers up to n_headers). */
+    wst_response *resp = apr_palloc(r->pool, sizeof(*resp));
     wst_tunnel_stats stats;
     unsigned char *out;
     size_t out_len = 0, size;

@@ -12,6 +12,7 @@
 
 use core::ffi::{c_char, c_int, c_uchar, CStr};
 use core::mem::MaybeUninit;
+use core::ptr;
 use core::slice;
 
 use super::contract::{
@@ -22,6 +23,7 @@ use crate::handshake::{
     self, BackendRequest, BodyMode, BuildError, ChunkedDecoder, ChunkedError, Expect, Header,
     ResponseKind, Verdict, MAX_RESPONSE_HEADERS,
 };
+use crate::handshake::response::whys;
 
 const _: () = assert!(contract::WST_MAX_RESPONSE_HEADERS as usize == MAX_RESPONSE_HEADERS);
 
@@ -299,19 +301,41 @@ pub unsafe extern "C" fn wst_parse_response(
         is_websocket: check.is_websocket != 0,
         key,
     };
-    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let Some(r) = handshake::parse_response(data, &expect, head_request != 0, &mut storage) else {
-        return wst_status::WST_PARTIAL;
+    let head = head_request != 0;
+    // A 101 has a handful of header fields: parse with room for a few dozen
+    // first, and only a head with more takes the full-size storage (3 KiB of
+    // stack, which would stay resident in every thread that runs a tunnel).
+    // SAFETY: out is usable and valid for writes (caller).
+    match unsafe { parse_into::<SMALL_RESPONSE_HEADERS>(data, &expect, head, out) } {
+        Some(st) => st,
+        // SAFETY: as above.
+        None => unsafe { parse_into::<MAX_RESPONSE_HEADERS>(data, &expect, head, out) }
+            .unwrap_or(wst_status::WST_ERR_ARG),
+    }
+}
+
+/// Header fields the first parse of a response head has room for.
+const SMALL_RESPONSE_HEADERS: usize = 24;
+
+/// Parse with room for `N` header fields and fill `*out`; None when the head
+/// has more fields than that and `N` is below the limit (parse again with
+/// more room).
+///
+/// # Safety
+/// `out` must be valid for writing one `wst_response`.
+#[inline(never)]
+unsafe fn parse_into<const N: usize>(
+    data: &[u8],
+    expect: &Expect<'_>,
+    head: bool,
+    out: *mut wst_response,
+) -> Option<wst_status> {
+    let mut storage = [httparse::EMPTY_HEADER; N];
+    let Some(r) = handshake::parse_response(data, expect, head, &mut storage) else {
+        return Some(wst_status::WST_PARTIAL);
     };
-    let mut headers = [wst_header {
-        name: out_str(&[]),
-        value: out_str(&[]),
-    }; MAX_RESPONSE_HEADERS];
-    for (dst, src) in headers.iter_mut().zip(r.headers) {
-        *dst = wst_header {
-            name: out_str(src.name.as_bytes()),
-            value: out_str(src.value),
-        };
+    if N < MAX_RESPONSE_HEADERS && r.kind == ResponseKind::Invalid && r.why == whys::TOO_MANY_HEADERS {
+        return None;
     }
     let (body_mode, content_length) = match r.body {
         BodyMode::None => (wst_body_mode::WST_BODY_NONE, 0),
@@ -319,27 +343,42 @@ pub unsafe extern "C" fn wst_parse_response(
         BodyMode::Chunked => (wst_body_mode::WST_BODY_CHUNKED, 0),
         BodyMode::Close => (wst_body_mode::WST_BODY_CLOSE, 0),
     };
-    let result = wst_response {
-        kind: match r.kind {
+    // Field by field into *out, the headers straight into their slots: no
+    // wst_response (3 KiB of headers) is built on the stack and copied, so
+    // the stack this call touches (it stays resident in the thread that then
+    // runs the tunnel for hours) is httparse's storage alone. Slots past
+    // n_headers are left as they were (the C side reads n_headers).
+    // SAFETY: out is usable and valid for writes (caller); every place
+    // written is a field of *out or a slot of its headers array below
+    // MAX_RESPONSE_HEADERS (addr_of_mut!: no reference to memory that may be
+    // uninitialised), each written whole by write().
+    unsafe {
+        let o = out;
+        ptr::addr_of_mut!((*o).kind).write(match r.kind {
             ResponseKind::Tunnel => wst_response_kind::WST_RESP_TUNNEL,
             ResponseKind::BadUpgrade => wst_response_kind::WST_RESP_BAD_UPGRADE,
             ResponseKind::Other => wst_response_kind::WST_RESP_OTHER,
             ResponseKind::Invalid => wst_response_kind::WST_RESP_INVALID,
-        },
-        status: c_int::from(r.status),
-        minor_version: c_int::from(r.minor_version),
-        header_len: r.header_len,
-        reason: out_str(r.reason),
-        n_headers: r.headers.len(),
-        headers,
-        body_mode,
-        content_length,
-        why: r.why.as_ptr(),
-    };
-    // SAFETY: out is usable and valid for writes (caller); write() does not
-    // read the old value.
-    unsafe { out.write(result) };
-    wst_status::WST_OK
+        });
+        ptr::addr_of_mut!((*o).status).write(c_int::from(r.status));
+        ptr::addr_of_mut!((*o).minor_version).write(c_int::from(r.minor_version));
+        ptr::addr_of_mut!((*o).header_len).write(r.header_len);
+        ptr::addr_of_mut!((*o).reason).write(out_str(r.reason));
+        let slots = ptr::addr_of_mut!((*o).headers).cast::<wst_header>();
+        let mut n = 0usize;
+        for src in r.headers.iter().take(MAX_RESPONSE_HEADERS) {
+            slots.add(n).write(wst_header {
+                name: out_str(src.name.as_bytes()),
+                value: out_str(src.value),
+            });
+            n += 1;
+        }
+        ptr::addr_of_mut!((*o).n_headers).write(n);
+        ptr::addr_of_mut!((*o).body_mode).write(body_mode);
+        ptr::addr_of_mut!((*o).content_length).write(content_length);
+        ptr::addr_of_mut!((*o).why).write(r.why.as_ptr());
+    }
+    Some(wst_status::WST_OK)
 }
 
 /// See `wst_chunked_decode` in the contract header.
@@ -724,6 +763,33 @@ mod tests {
         assert_eq!(st, wst_status::WST_OK);
         assert_eq!(out.kind, wst_response_kind::WST_RESP_BAD_UPGRADE);
         assert_eq!(cstr(out.why), "101 without a Sec-WebSocket-Accept");
+
+        // More header fields than the first parse has room for: parsed
+        // again with the full storage, all of them reported; past the limit,
+        // invalid.
+        for (n, kind) in [
+            (SMALL_RESPONSE_HEADERS, wst_response_kind::WST_RESP_OTHER),
+            (SMALL_RESPONSE_HEADERS + 1, wst_response_kind::WST_RESP_OTHER),
+            (MAX_RESPONSE_HEADERS, wst_response_kind::WST_RESP_OTHER),
+            (MAX_RESPONSE_HEADERS + 1, wst_response_kind::WST_RESP_INVALID),
+        ] {
+            let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..n {
+                many.extend_from_slice(format!("X-Field-{i}: {i}\r\n").as_bytes());
+            }
+            many.extend_from_slice(b"\r\n");
+            // SAFETY: pointers to live test locals with matching lengths.
+            let st = unsafe { wst_parse_response(many.as_ptr(), many.len(), &check, 0, &mut *out) };
+            assert_eq!(st, wst_status::WST_OK, "{n} fields");
+            assert_eq!(out.kind, kind, "{n} fields");
+            if kind == wst_response_kind::WST_RESP_OTHER {
+                assert_eq!(out.n_headers, n);
+                let last = format!("X-Field-{}", n - 1);
+                assert_eq!(as_bytes(out.headers[n - 1].name), last.as_bytes());
+            } else {
+                assert_eq!(cstr(out.why), "too many response header fields");
+            }
+        }
 
         let garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
         // SAFETY: pointers to live test locals with matching lengths.

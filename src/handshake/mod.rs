@@ -16,7 +16,7 @@
 
 mod chunked;
 mod request;
-mod response;
+pub(crate) mod response;
 mod tokens;
 
 pub use chunked::{ChunkedDecoder, ChunkedError, Decoded, MAX_LINE};
