@@ -214,6 +214,13 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
     ep->buf_len = 0;
 }
 
+typedef struct wst_tunnel_state {
+    wst_endpoint_ctx cctx, bctx;
+    wst_endpoint client, origin;
+    wst_drain drain;
+    wst_tunnel_config cfg;
+} wst_tunnel_state;
+
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
                     int websocket, wst_tunnel_stats *stats)
@@ -227,10 +234,11 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     conn_rec *c = r->connection;
     conn_rec *backconn = backend->connection;
     apr_socket_t *client_sock = WST_CONN_SOCKET(c);
-    wst_endpoint_ctx cctx, bctx;
-    wst_endpoint client, origin;
-    wst_drain drain;
-    wst_tunnel_config cfg;
+    /* The tunnel's state lives in the request pool, not on this thread's
+     * stack: the pool's current block usually has room for it, while stack
+     * pages touched once stay resident with the thread for the tunnel's
+     * whole life (memory per idle tunnel, issue #4). */
+    wst_tunnel_state *t = apr_pcalloc(r->pool, sizeof(*t));
 
     /* A bidirectional stream: no request timeouts, no coalescing, nothing
      * after it on either connection. */
@@ -242,41 +250,40 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     c->keepalive = AP_CONN_CLOSE;
     backconn->keepalive = AP_CONN_CLOSE;
 
-    wst_endpoint_init(r, c, client_sock, "client", &cctx, &client);
-    wst_endpoint_init(r, backconn, backend->sock, "backend", &bctx, &origin);
-    if (pending_len > origin.buf_cap) {
-        pending_len = origin.buf_cap;   /* cannot happen: head max < buffer */
+    wst_endpoint_init(r, c, client_sock, "client", &t->cctx, &t->client);
+    wst_endpoint_init(r, backconn, backend->sock, "backend", &t->bctx, &t->origin);
+    if (pending_len > t->origin.buf_cap) {
+        pending_len = t->origin.buf_cap;   /* cannot happen: head max < buffer */
     }
-    memcpy(origin.buf, pending, pending_len);
-    origin.buf_len = pending_len;
+    memcpy(t->origin.buf, pending, pending_len);
+    t->origin.buf_len = pending_len;
 
-    wst_drain_init(&drain, r, client_sock,
+    wst_drain_init(&t->drain, r, client_sock,
                    dconf->drain > 0 ? dconf->drain : 0);
 
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.idle_timeout_ms = dconf->idle_timeout > 0
-                          ? (int)apr_time_as_msec(dconf->idle_timeout) : 0;
-    cfg.tick_ms = WST_TICK_MS;
-    cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
+    t->cfg.idle_timeout_ms = dconf->idle_timeout > 0
+                             ? (int)apr_time_as_msec(dconf->idle_timeout) : 0;
+    t->cfg.tick_ms = WST_TICK_MS;
+    t->cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
                      ? 0 : 1;
-    cfg.stop_ctx = &drain;
-    cfg.should_stop = wst_drain_should_stop;
-    cfg.websocket = websocket ? 1 : 0;
-    cfg.ping_interval_ms = websocket && dconf->ping > 0
+    t->cfg.stop_ctx = &t->drain;
+    t->cfg.should_stop = wst_drain_should_stop;
+    t->cfg.websocket = websocket ? 1 : 0;
+    t->cfg.ping_interval_ms = websocket && dconf->ping > 0
                            ? (int)apr_time_as_msec(dconf->ping) : 0;
-    cfg.idle_close_frame = websocket ? 1 : 0;
-    cfg.random_seed = drain.seed ^ 0x9e3779b9u;
+    t->cfg.idle_close_frame = websocket ? 1 : 0;
+    t->cfg.random_seed = t->drain.seed ^ 0x9e3779b9u;
 
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                   "tunnel: client %s, backend %s, idle timeout %d ms, "
                   "ping %d ms, %s",
-                  client.raw ? "raw" : "filtered",
-                  origin.raw ? "raw" : "filtered", cfg.idle_timeout_ms,
-                  cfg.ping_interval_ms,
+                  t->client.raw ? "raw" : "filtered",
+                  t->origin.raw ? "raw" : "filtered", t->cfg.idle_timeout_ms,
+                  t->cfg.ping_interval_ms,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
-    if (wst_tunnel_run(&client, &origin, &cfg, stats) != WST_OK) {
+    if (wst_tunnel_run(&t->client, &t->origin, &t->cfg, stats) != WST_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(022)
                       "tunnel: invalid arguments (a bug)");
         c->aborted = 1;
@@ -284,11 +291,11 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     }
 
     /* mod_logio saw the filtered bytes; add what the core moved itself. */
-    if (logio_in && stats->bytes_from_client > cctx.filtered_in) {
-        logio_in(c, (apr_off_t)(stats->bytes_from_client - cctx.filtered_in));
+    if (logio_in && stats->bytes_from_client > t->cctx.filtered_in) {
+        logio_in(c, (apr_off_t)(stats->bytes_from_client - t->cctx.filtered_in));
     }
-    if (logio_out && stats->bytes_to_client > cctx.filtered_out) {
-        logio_out(c, (apr_off_t)(stats->bytes_to_client - cctx.filtered_out));
+    if (logio_out && stats->bytes_to_client > t->cctx.filtered_out) {
+        logio_out(c, (apr_off_t)(stats->bytes_to_client - t->cctx.filtered_out));
     }
 
     switch (stats->reason) {
@@ -300,7 +307,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
         break;
     case WST_END_IDLE:
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(023)
-                      "tunnel idle for %d ms: closed", cfg.idle_timeout_ms);
+                      "tunnel idle for %d ms: closed", t->cfg.idle_timeout_ms);
         break;
     case WST_END_STOPPED:
         c->aborted = 1;

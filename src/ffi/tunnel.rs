@@ -295,13 +295,15 @@ pub unsafe extern "C" fn wst_tunnel_run(
         return wst_status::WST_ERR_ARG;
     }
     // SAFETY: all three are non-NULL and, per the contract, point to valid
-    // structs for the duration of the call; they are plain-data Copy types.
-    let (c, b, conf) = unsafe { (*client, *backend, *cfg) };
+    // structs that nobody changes for the duration of the call. Borrowed,
+    // not copied: this frame stays small (it is under the tunnel loop's for
+    // the tunnel's whole life, and stack pages once touched stay resident).
+    let (c, b, conf) = unsafe { (&*client, &*backend, &*cfg) };
     if c.fd == b.fd {
         return wst_status::WST_ERR_ARG;
     }
     let (Some((c_addr, c_cap, c_len)), Some((b_addr, b_cap, b_len))) =
-        (buffer_args(&c), buffer_args(&b))
+        (buffer_args(c), buffer_args(b))
     else {
         return wst_status::WST_ERR_ARG;
     };
@@ -311,11 +313,11 @@ pub unsafe extern "C" fn wst_tunnel_run(
     }
     // SAFETY: c.ops is NULL or valid and its callbacks follow the contract
     // with c.ctx (the caller's guarantee).
-    let Some(mut cep) = (unsafe { CEndpoint::new(&c) }) else {
+    let Some(mut cep) = (unsafe { CEndpoint::new(c) }) else {
         return wst_status::WST_ERR_ARG;
     };
     // SAFETY: as above, for the backend.
-    let Some(mut bep) = (unsafe { CEndpoint::new(&b) }) else {
+    let Some(mut bep) = (unsafe { CEndpoint::new(b) }) else {
         return wst_status::WST_ERR_ARG;
     };
     // SAFETY: c.buf is non-NULL, points to c_cap writable bytes owned by the
@@ -347,7 +349,7 @@ pub unsafe extern "C" fn wst_tunnel_run(
     };
 
     // Raw sockets are read and written directly, without blocking.
-    let result = match (nonblocking(&c), nonblocking(&b)) {
+    let result = match (nonblocking(c), nonblocking(b)) {
         (Ok(cf), Ok(bf)) => {
             let s = tunnel::run(&mut cep, c_buf, &mut bep, b_buf, &config, should_stop);
             restore(c.fd, cf);
