@@ -37,7 +37,8 @@
 //! because the pipe's slots are used up (it counts page fragments, not
 //! bytes): the source is then not polled until the next write out of the
 //! pipe. The pipe is made when the first bytes come and closed when the
-//! tunnel has been quiet for a poll timeout, so idle tunnels hold none.
+//! tunnel has been quiet for a poll timeout, so idle tunnels hold none;
+//! at the same moment an empty buffer's pages go back to the kernel.
 //! Where the kernel cannot splice (EINVAL/ENOSYS, e.g. an AF_UNIX backend
 //! on old kernels) or no pipe can be made (EMFILE, or its descriptors would
 //! come near the process's limit, which httpd needs for accepting
@@ -231,6 +232,8 @@ pub struct Buffer<'a> {
     data: &'a mut [u8],
     start: usize,
     end: usize,
+    /// Bytes were put in since the pages were last given back.
+    touched: bool,
 }
 
 impl<'a> Buffer<'a> {
@@ -244,6 +247,7 @@ impl<'a> Buffer<'a> {
             data,
             start: 0,
             end: pending,
+            touched: true,
         })
     }
 
@@ -280,6 +284,17 @@ impl<'a> Buffer<'a> {
 
     fn commit(&mut self, n: usize) {
         self.end = self.end.saturating_add(n).min(self.data.len());
+        self.touched = true;
+    }
+
+    /// When empty, give its pages back to the kernel (see
+    /// [`sys::discard_pages`]): an idle tunnel then holds no resident
+    /// memory for its buffers, whatever passed through them before.
+    fn release(&mut self) {
+        if self.touched && self.len() == 0 {
+            sys::discard_pages(self.data);
+            self.touched = false;
+        }
     }
 
     /// Take the `len` pending bytes at index `at` of `data` out, moving the
@@ -1025,6 +1040,7 @@ impl<'a> Dir<'a> {
             self.pipe = None;
             self.pipe_full = false;
         }
+        self.buf.release();
     }
 
     /// Read into the buffer, or splice into the pipe when `fds` (the source
@@ -1712,7 +1728,8 @@ where
             Ok(0) => {
                 clock.slept(wait);
                 if wait > 0 {
-                    // Quiet for a while: give the pipes back.
+                    // Quiet for a while: give the pipes and the buffers'
+                    // pages back.
                     t.c2b.release_pipe();
                     t.b2c.release_pipe();
                 }

@@ -362,6 +362,32 @@ pub fn splice(from: Fd, to: Fd, len: usize) -> FdIo {
     }
 }
 
+/// Give the whole pages inside `buf` back to the kernel
+/// (`madvise(MADV_DONTNEED)`): they read as zeros afterwards and take no
+/// memory until written again. Partial pages at either end are left alone,
+/// so this never touches memory outside `buf`. Best effort: an error only
+/// means the memory stays resident.
+pub fn discard_pages(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let start = buf.as_mut_ptr() as usize;
+    let Some(end) = start.checked_add(buf.len()) else {
+        return;
+    };
+    let Some(first) = start.checked_add(PAGE - 1).map(|a| a & !(PAGE - 1)) else {
+        return;
+    };
+    let last = end & !(PAGE - 1);
+    if last <= first {
+        return;
+    }
+    // SAFETY: [first, last) is whole pages inside `buf`, which we borrow
+    // mutably: MADV_DONTNEED only replaces their contents with zeros (a
+    // write through our exclusive borrow), no other object shares them.
+    unsafe {
+        libc::madvise(first as *mut core::ffi::c_void, last - first, libc::MADV_DONTNEED);
+    }
+}
+
 /// The kernel's own `struct timespec` for the legacy clock_gettime system
 /// call: two longs on both i386 and x86_64 (independent of how the libc
 /// crate defines `timespec` for 64-bit time on 32-bit targets).
@@ -425,6 +451,26 @@ mod tests {
     use std::io::Write;
     use std::os::unix::io::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn discarded_pages_read_as_zeros_and_the_edges_are_kept() {
+        // Three pages and a bit, starting mid-page: only the whole pages
+        // inside are given back.
+        let mut mem = vec![7u8; 5 * 4096];
+        let base = mem.as_ptr() as usize;
+        let skew = (4096 - base % 4096) % 4096 + 100;
+        let region = &mut mem[skew..skew + 3 * 4096];
+        discard_pages(region);
+        let first = 4096 - 100;
+        assert!(region[..first].iter().all(|&b| b == 7), "head kept");
+        assert!(region[first..first + 2 * 4096].iter().all(|&b| b == 0), "whole pages zeroed");
+        assert!(region[first + 2 * 4096..].iter().all(|&b| b == 7), "tail kept");
+        assert!(mem[..skew].iter().all(|&b| b == 7) && mem[skew + 3 * 4096..].iter().all(|&b| b == 7));
+        // Less than a page: nothing happens.
+        let mut small = vec![9u8; 4000];
+        discard_pages(&mut small);
+        assert!(small.iter().all(|&b| b == 9));
+    }
 
     #[test]
     fn clock_moves_forward() {
