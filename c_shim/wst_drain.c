@@ -1,9 +1,11 @@
 /*
  * wst_drain.c: what a tunnel does when its httpd child is going away.
  *
- *  - Hard stop: the MPM shuts down and closes the sockets of the connections
- *    its workers serve (event, worker) or the child simply exits (prefork):
- *    the tunnel ends at once.
+ *  - Hard stop: the MPM closes the sockets of the connections its workers
+ *    serve (event, worker): each WebSocket tunnel sends Close 1001 to both
+ *    sides at once (through its own descriptor of the client socket) and
+ *    ends within half a second; a prefork child simply exits (no module
+ *    code runs), so its clients see the TCP connection close.
  *  - Graceful restart or graceful stop, with ProxyWebsocketDrain <seconds>:
  *    each tunnel of the old generation sends Close 1001 to both sides at a
  *    random moment within the window, so clients reconnect spread out, and
@@ -69,10 +71,12 @@ int wst_drain_should_stop(void *vctx)
     apr_os_sock_t fd = -1;
     apr_time_t now;
 
-    /* Hard stop: the MPM closed the client socket under us. */
+    /* Hard stop: the MPM closed the client socket under us. The tunnel
+     * holds its own descriptor for it (wst_io.c), so a WebSocket tunnel can
+     * still say Close 1001 to both sides before it ends. */
     if (apr_os_sock_get(&fd, d->client_sock) != APR_SUCCESS
             || fd != d->client_fd) {
-        return WST_STOP_NOW;
+        return WST_STOP_SHUTDOWN;
     }
     if (!d->window || !wst_child_stopping()) {
         return WST_STOP_NO;

@@ -11,6 +11,12 @@
 #include "ap_mpm.h"
 #include "apr_optional.h"
 #include <sys/mman.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#ifndef F_DUPFD_CLOEXEC
+#define F_DUPFD_CLOEXEC 1030    /* Linux 2.6.24; older kernels: EINVAL */
+#endif
 
 #ifndef MAP_ANONYMOUS
 #define MAP_ANONYMOUS MAP_ANON
@@ -190,8 +196,8 @@ static unsigned char *wst_tunnel_buffer(apr_pool_t *p)
 }
 
 static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
-                              const char *name, wst_endpoint_ctx *ctx,
-                              wst_endpoint *ep)
+                              int own_fd, const char *name,
+                              wst_endpoint_ctx *ctx, wst_endpoint *ep)
 {
     apr_os_sock_t fd = -1;
 
@@ -205,13 +211,45 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
 
     apr_os_sock_get(&fd, sock);
     memset(ep, 0, sizeof(*ep));
-    ep->fd = fd;
+    ep->fd = own_fd >= 0 ? own_fd : fd;
     ep->raw = wst_is_raw(r, c, name);
     ep->ctx = ctx;
     ep->ops = &wst_filter_ops;
     ep->buf = wst_tunnel_buffer(r->pool);
     ep->buf_cap = WST_TUNNEL_BUF;
     ep->buf_len = 0;
+}
+
+/* The tunnel's own descriptor of the client socket (a dup): on a hard
+ * stop the event and worker MPMs close the descriptors of the connections
+ * their workers serve while the tunnel still runs. With its own, the tunnel
+ * never polls, reads or writes a descriptor number that may meanwhile have
+ * been reused for something else, and it can still send Close 1001 to the
+ * client (wst_drain.c). Closed as soon as the tunnel ends, and with the
+ * pool should anything return early; -1 when none could be had (then the
+ * shared one is used, as before). */
+static apr_status_t wst_close_fd(void *p)
+{
+    int *fd = p;
+
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return APR_SUCCESS;
+}
+
+static int *wst_own_fd(apr_pool_t *p, apr_socket_t *sock)
+{
+    apr_os_sock_t fd = -1;
+    int *own = apr_palloc(p, sizeof(*own));
+
+    *own = -1;
+    if (apr_os_sock_get(&fd, sock) == APR_SUCCESS && fd >= 0) {
+        *own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    }
+    apr_pool_cleanup_register(p, own, wst_close_fd, apr_pool_cleanup_null);
+    return own;
 }
 
 typedef struct wst_tunnel_state {
@@ -239,6 +277,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
      * pages touched once stay resident with the thread for the tunnel's
      * whole life (memory per idle tunnel, issue #4). */
     wst_tunnel_state *t = apr_pcalloc(r->pool, sizeof(*t));
+    wst_status st;
 
     /* A bidirectional stream: no request timeouts, no coalescing, nothing
      * after it on either connection. */
@@ -250,8 +289,12 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     c->keepalive = AP_CONN_CLOSE;
     backconn->keepalive = AP_CONN_CLOSE;
 
-    wst_endpoint_init(r, c, client_sock, "client", &t->cctx, &t->client);
-    wst_endpoint_init(r, backconn, backend->sock, "backend", &t->bctx, &t->origin);
+    int *client_fd = wst_own_fd(r->pool, client_sock);
+
+    wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
+                      &t->client);
+    wst_endpoint_init(r, backconn, backend->sock, -1, "backend", &t->bctx,
+                      &t->origin);
     if (pending_len > t->origin.buf_cap) {
         pending_len = t->origin.buf_cap;   /* cannot happen: head max < buffer */
     }
@@ -283,7 +326,10 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
-    if (wst_tunnel_run(&t->client, &t->origin, &t->cfg, stats) != WST_OK) {
+    st = wst_tunnel_run(&t->client, &t->origin, &t->cfg, stats);
+    /* The connection closes through httpd's own descriptor, as usual. */
+    apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+    if (st != WST_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(022)
                       "tunnel: invalid arguments (a bug)");
         c->aborted = 1;

@@ -123,7 +123,9 @@
 //!   with its Close or ended its input, and at the latest
 //!   [`Config::close_wait_ms`] after the decision; while ending, a failure
 //!   only ends its direction, and should_stop is still asked every tick
-//!   ([`Stop::Now`] cuts at once).
+//!   ([`Stop::Now`] cuts at once). A hard stop ([`Stop::Shutdown`]) is
+//!   going-away without waiting for the answers, within
+//!   [`SHUTDOWN_CLOSE_MS`], and also cuts short an ending under way.
 
 use crate::ffi::sys::{self, Errno, Fd, FdIo};
 use crate::frames::{self, FrameTracker, CLOSE_GOING_AWAY, MAX_HEADER_LEN, MAX_PONG_TOKEN};
@@ -358,7 +360,15 @@ pub enum Stop {
     /// then end once the Closes are through (see the module docs); plain
     /// tunnels: as [`Stop::Now`].
     GoingAway,
+    /// A hard stop. WebSocket tunnels: Close 1001 to both sides at their
+    /// next frame boundary, without waiting for the answers, ending at the
+    /// latest [`SHUTDOWN_CLOSE_MS`] later (an ending already under way is
+    /// cut short the same way); plain tunnels: as [`Stop::Now`].
+    Shutdown,
 }
+
+/// A hard stop ([`Stop::Shutdown`]): how long the Closes may take.
+pub const SHUTDOWN_CLOSE_MS: u64 = 500;
 
 impl From<bool> for Stop {
     fn from(stop: bool) -> Self {
@@ -1495,14 +1505,20 @@ impl Tunnel<'_, '_> {
     }
 
     /// Decide to send Close 1001 both ways and end (WebSocket tunnels).
-    fn start_ending(&mut self, reason: EndReason, now: u64, cfg: &Config, wait_answers: bool) {
-        if self.ending.is_some() {
+    /// Decide to end with Close 1001 (see the module docs), within
+    /// `wait_ms`. An ending already under way keeps its reason and is only
+    /// made shorter (deadline, no waiting for answers) when asked.
+    fn start_ending(&mut self, reason: EndReason, now: u64, wait_ms: u64, wait_answers: bool) {
+        let deadline = now.saturating_add(wait_ms);
+        if let Some(e) = self.ending.as_mut() {
+            e.deadline = e.deadline.min(deadline);
+            e.wait_answers &= wait_answers;
             return;
         }
         self.stop_pinging();
         self.ending = Some(Ending {
             reason,
-            deadline: now.saturating_add(cfg.close_wait_ms),
+            deadline,
             wait_answers: wait_answers && !self.closing,
         });
         for w in [self.c2b.ws.as_mut(), self.b2c.ws.as_mut()].into_iter().flatten() {
@@ -1650,9 +1666,15 @@ where
             match should_stop().into() {
                 Stop::No => {}
                 Stop::GoingAway if ws => {
-                    t.start_ending(EndReason::GoingAway, now, cfg, true);
+                    t.start_ending(EndReason::GoingAway, now, cfg.close_wait_ms, true);
                 }
-                Stop::Now | Stop::GoingAway => return t.finish(EndReason::Stopped, 0),
+                Stop::Shutdown if ws => {
+                    let wait = cfg.close_wait_ms.min(SHUTDOWN_CLOSE_MS);
+                    t.start_ending(EndReason::GoingAway, now, wait, false);
+                }
+                Stop::Now | Stop::GoingAway | Stop::Shutdown => {
+                    return t.finish(EndReason::Stopped, 0)
+                }
             }
             next_tick = now.saturating_add(tick);
         }
@@ -1671,7 +1693,7 @@ where
                 if now < deadline {
                     wait = wait.min(deadline - now);
                 } else if ws && cfg.idle_close_frame && !t.closing {
-                    t.start_ending(EndReason::Idle, now, cfg, false);
+                    t.start_ending(EndReason::Idle, now, cfg.close_wait_ms, false);
                 } else {
                     return t.finish(EndReason::Idle, 0);
                 }
@@ -1679,7 +1701,7 @@ where
         }
         if let Some(interval) = ping_interval.filter(|_| !t.closing && t.ending.is_none()) {
             if t.pings(now, last_activity, interval) {
-                t.start_ending(EndReason::PingTimeout, now, cfg, false);
+                t.start_ending(EndReason::PingTimeout, now, cfg.close_wait_ms, false);
             } else {
                 wait = wait.min(t.ping_wake(last_activity, interval).saturating_sub(now));
             }

@@ -242,11 +242,16 @@ typedef struct wst_endpoint {
 typedef enum wst_stop {
     WST_STOP_NO = 0,          /* carry on */
     WST_STOP_NOW = 1,         /* end the tunnel at once (bare TCP close) */
-    WST_STOP_GOING_AWAY = 2   /* WebSocket tunnels: send Close 1001 to both
+    WST_STOP_GOING_AWAY = 2,  /* WebSocket tunnels: send Close 1001 to both
                                * sides at a frame boundary, then end once both
                                * Closes are through, the peers closed, or
                                * should_stop says WST_STOP_NOW; plain tunnels:
                                * as WST_STOP_NOW */
+    WST_STOP_SHUTDOWN = 3     /* hard stop. WebSocket tunnels: Close 1001 to
+                               * both sides at their next frame boundary, not
+                               * waiting for answers, ending within 500 ms (an
+                               * ending under way is cut short so); plain
+                               * tunnels: as WST_STOP_NOW */
 } wst_stop;
 
 typedef struct wst_tunnel_config {

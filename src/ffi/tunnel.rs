@@ -242,6 +242,7 @@ fn stop_from_c(v: c_int) -> Stop {
     match v {
         0 => Stop::No,
         2 => Stop::GoingAway,
+        3 => Stop::Shutdown,
         _ => Stop::Now,
     }
 }

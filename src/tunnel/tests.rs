@@ -1279,7 +1279,7 @@ mod ws {
 
     pub(super) struct RunningWs {
         handle: JoinHandle<Stats>,
-        /// 0: no, 1: now, 2: going away.
+        /// 0: no, 1: now, 2: going away, 3: shutdown (hard stop).
         stop: Arc<AtomicU8>,
         asked: Arc<AtomicU64>,
     }
@@ -1323,6 +1323,7 @@ mod ws {
                 match stop2.load(Ordering::Relaxed) {
                     0 => Stop::No,
                     1 => Stop::Now,
+                    3 => Stop::Shutdown,
                     _ => Stop::GoingAway,
                 }
             })
@@ -1760,6 +1761,57 @@ mod ws {
         assert!(cut.elapsed() < Duration::from_millis(500));
         assert_eq!(s.reason, EndReason::Stopped);
         got_going_away(&cp.log(), &bp.log());
+    }
+
+    #[test]
+    fn shutdown_says_going_away_at_once_without_waiting_for_answers() {
+        // Peers that never answer, a long close wait: a hard stop still
+        // ends the tunnel as soon as both Closes are out.
+        let (cf, cn) = tcp_pair();
+        let (bf, bn) = tcp_pair();
+        let mut cp = Peer::new(cf, true, false, false);
+        let mut bp = Peer::new(bf, false, false, false);
+        let mut cfg = ws_config(0, 0, false);
+        cfg.close_wait_ms = 10_000;
+        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        let m1 = cp.frame(0x81, b"up");
+        let m2 = bp.frame(0x81, b"down");
+        cp.send(&m1);
+        bp.send(&m2);
+        thread::sleep(Duration::from_millis(100));
+        t.stop.store(3, Ordering::Relaxed);
+        let asked = Instant::now();
+        let s = t.join();
+        assert!(asked.elapsed() < Duration::from_millis(400), "{:?}", asked.elapsed());
+        assert_eq!(s.reason, EndReason::GoingAway);
+        let (cl, bl) = (cp.log(), bp.log());
+        got_going_away(&cl, &bl);
+        assert_eq!(bl.without(|f| f.op == 8), m1);
+        assert_eq!(cl.without(|f| f.op == 8), m2);
+
+        // A drain under way (waiting for answers that never come) is cut
+        // short by a hard stop.
+        let (cf, cn) = unix_pair();
+        let (bf, bn) = unix_pair();
+        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
+        let mut cfg = ws_config(0, 0, false);
+        cfg.close_wait_ms = 10_000;
+        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        t.stop.store(2, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(300));
+        t.stop.store(3, Ordering::Relaxed);
+        let cut = Instant::now();
+        let s = t.join();
+        assert!(cut.elapsed() < Duration::from_millis(400), "{:?}", cut.elapsed());
+        assert_eq!(s.reason, EndReason::GoingAway);
+        got_going_away(&cp.log(), &bp.log());
+
+        // A plain tunnel: a stop.
+        let (_cf, cn) = unix_pair();
+        let (_bf, bn) = unix_pair();
+        let t = spawn_ws(raw(cn), raw(bn), Config::new(0, 50, true), (64, 64), (vec![], vec![]));
+        t.stop.store(3, Ordering::Relaxed);
+        assert_eq!(t.join().reason, EndReason::Stopped);
     }
 
     #[test]
