@@ -15,6 +15,7 @@
 #include "wst_shim.h"
 #include "ap_mpm.h"
 #include "scoreboard.h"
+#include "ap_listen.h"
 
 /* When this child first saw that it is going away (0: not yet). Written by
  * the first tunnel thread that notices; a race only moves it by a tick. */
@@ -42,6 +43,20 @@ static int wst_child_stopping(void)
         }
 #endif
     }
+#if !WST_HTTPD_24
+    {
+        /* 2.2 has no MPM state query and a graceful stop keeps the
+         * generation, but every way out closes this child's listeners
+         * first (prefork: the SIGUSR1 handler; worker: the listener thread
+         * as it ends). */
+        ap_listen_rec *lr;
+        for (lr = ap_listeners; lr; lr = lr->next) {
+            if (!lr->active) {
+                return 1;
+            }
+        }
+    }
+#endif
     return 0;
 }
 
