@@ -14,47 +14,6 @@
 #define WST_HEAD_MAX (64 * 1024)
 #define WST_BODY_CHUNK 8192
 
-/* Is this header hop-by-hop for a response we relay? */
-static int wst_hop_by_hop(const char *name, const char *connection)
-{
-    static const char *const names[] = {
-        "Connection", "Keep-Alive", "TE", "Trailer", "Trailers",
-        "Transfer-Encoding", "Upgrade", "Proxy-Connection",
-        "Proxy-Authenticate", NULL
-    };
-    int i;
-
-    for (i = 0; names[i]; i++) {
-        if (WST_CASECMP(name, names[i]) == 0) {
-            return 1;
-        }
-    }
-    if (connection) {
-        /* every header the Connection header names */
-        const char *p = connection;
-        apr_size_t nlen = strlen(name);
-        while (*p) {
-            const char *start, *end;
-            while (*p == ' ' || *p == '\t' || *p == ',') {
-                p++;
-            }
-            start = p;
-            while (*p && *p != ',') {
-                p++;
-            }
-            end = p;
-            while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
-                end--;
-            }
-            if ((apr_size_t)(end - start) == nlen
-                    && WST_CASECMPN(start, name, nlen) == 0) {
-                return 1;
-            }
-        }
-    }
-    return 0;
-}
-
 static const char *wst_response_header(apr_pool_t *p, const wst_response *resp,
                                        const char *name)
 {
@@ -79,17 +38,17 @@ static void wst_copy_response_headers(request_rec *r, const wst_response *resp,
 {
     proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
                                                  &proxy_module);
-    const char *connection = wst_response_header(r->pool, resp, "Connection");
     size_t i;
 
     for (i = 0; i < resp->n_headers; i++) {
         const wst_header *h = &resp->headers[i];
-        const char *name = apr_pstrmemdup(r->pool, h->name.ptr, h->name.len);
-        const char *value = apr_pstrmemdup(r->pool, h->value.ptr, h->value.len);
+        const char *name, *value;
 
-        if (wst_hop_by_hop(name, connection)) {
+        if (wst_response_hop_by_hop(resp, i)) {
             continue;
         }
+        name = apr_pstrmemdup(r->pool, h->name.ptr, h->name.len);
+        value = apr_pstrmemdup(r->pool, h->value.ptr, h->value.len);
         if (relay) {
             if (WST_CASECMP(name, "Content-Length") == 0) {
                 continue;                  /* set from the body framing */

@@ -163,6 +163,15 @@ wst_status wst_parse_response(const unsigned char *buf, size_t len,
                               int head_request,
                               wst_response *out);
 
+/*
+ * Is resp->headers[index] hop-by-hop, i.e. not to be relayed to the client:
+ * Connection, Keep-Alive, TE, Trailer(s), Transfer-Encoding, Upgrade,
+ * Proxy-Connection, Proxy-Authenticate, and every field a token of the
+ * response's Connection fields (all of them) names. 1 or 0 (0 also for an
+ * index past n_headers). resp: filled by wst_parse_response, its buffer alive.
+ */
+int wst_response_hop_by_hop(const wst_response *resp, size_t index);
+
 /* Chunked transfer decoding, in place. Zero-initialise before first use. */
 typedef struct wst_chunked {
     uint64_t remaining;   /* bytes left in the current chunk */

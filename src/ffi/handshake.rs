@@ -381,6 +381,33 @@ unsafe fn parse_into<const N: usize>(
     Some(wst_status::WST_OK)
 }
 
+/// See `wst_response_hop_by_hop` in the contract header.
+///
+/// # Safety
+/// A non-NULL `resp` must point to a `wst_response` that
+/// [`wst_parse_response`] filled (WST_OK), whose buffer is still alive.
+#[no_mangle]
+pub unsafe extern "C" fn wst_response_hop_by_hop(resp: *const wst_response, index: usize) -> c_int {
+    if !usable(resp) {
+        return 0;
+    }
+    // SAFETY: resp is non-NULL, aligned and, per the contract, a filled
+    // wst_response.
+    let r = unsafe { &*resp };
+    let n = r.n_headers.min(MAX_RESPONSE_HEADERS);
+    // SAFETY: the first n_headers slots were written by wst_parse_response
+    // and point into the caller's live buffer (contract).
+    let Some(hs) = (unsafe { header_array(r.headers.as_ptr(), n) }) else {
+        return 0;
+    };
+    let Some(h) = hs.get(index) else {
+        return 0;
+    };
+    // SAFETY: h and hs come from the checked array above.
+    let (name, all) = unsafe { (header_view(h).name, headers_iter(hs)) };
+    c_int::from(handshake::response_hop_by_hop(all, name))
+}
+
 /// See `wst_chunked_decode` in the contract header.
 ///
 /// `*st` is updated on every call that gets past the argument checks: on
@@ -478,6 +505,11 @@ fn _sig_check() {
         contract::wst_chunked_decode
     } else {
         wst_chunked_decode
+    };
+    let _ = if true {
+        contract::wst_response_hop_by_hop
+    } else {
+        wst_response_hop_by_hop
     };
 }
 
@@ -704,6 +736,26 @@ mod tests {
         }
         assert!(small.iter().all(|&b| b == 0));
         assert_eq!(written, 12345);
+    }
+
+    #[test]
+    fn response_hop_by_hop_ffi() {
+        let hs = chrome();
+        let mut check = wst_request_check::default();
+        // SAFETY: pointers to live test locals with matching lengths.
+        unsafe { wst_check_request(s(b"GET"), 1001, hs.as_ptr(), hs.len(), s(b""), &mut check) };
+        let resp = b"HTTP/1.1 403 Forbidden\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
+            Keep-Alive: timeout=5\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
+        let mut out: Box<wst_response> = Box::default();
+        // SAFETY: pointers to live test locals with matching lengths.
+        let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &check, 0, &mut *out) };
+        assert_eq!(st, wst_status::WST_OK);
+        assert_eq!(out.n_headers, 5);
+        // SAFETY: out was filled by wst_parse_response; resp is alive.
+        let hop: Vec<c_int> = (0..7).map(|i| unsafe { wst_response_hop_by_hop(&*out, i) }).collect();
+        assert_eq!(hop, [1, 1, 1, 0, 0, 0, 0], "Connection, X-Secret, Keep-Alive; then kept; past the end");
+        // SAFETY: NULL is refused.
+        assert_eq!(unsafe { wst_response_hop_by_hop(null(), 0) }, 0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use request::{
     Verdict,
 };
 pub use response::{
-    parse_response, websocket_accept, BodyMode, Expect, ParsedResponse, ResponseKind,
+    parse_response, response_hop_by_hop, websocket_accept, BodyMode, Expect, ParsedResponse, ResponseKind,
     MAX_RESPONSE_HEADERS,
 };
 

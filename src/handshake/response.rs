@@ -19,6 +19,31 @@ pub const MAX_RESPONSE_HEADERS: usize = 100;
 /// The RFC 6455 GUID appended to the key.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Whether the response header field `name` is hop-by-hop, i.e. not relayed
+/// to the client when the response is: the fields RFC 9110 §7.6.1 names
+/// (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade), the
+/// Proxy-Connection and Proxy-Authenticate fields, "Trailers" (httpd's
+/// list), and every field that a token of any of the response's own
+/// Connection fields names.
+pub fn response_hop_by_hop<'a, I>(headers: I, name: &[u8]) -> bool
+where
+    I: Iterator<Item = Header<'a>> + Clone,
+{
+    const HOP: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || list_tokens(headers, b"connection").any(|t| t.eq_ignore_ascii_case(name))
+}
+
 /// `base64(sha1(key + GUID))`: the Sec-WebSocket-Accept answering `key`.
 pub fn websocket_accept(key: &[u8]) -> [u8; 28] {
     let mut h = Sha1::new();
@@ -710,4 +735,35 @@ mod tests {
             whys::TOO_MANY_HEADERS
         );
     }
+
+    #[test]
+    fn hop_by_hop_response_fields() {
+        let hs = [
+            Header::new(b"Connection", b"close, X-Secret"),
+            Header::new(b"connection", b" x-other ,"),
+            Header::new(b"X-Secret", b"1"),
+            Header::new(b"X-Kept", b"2"),
+        ];
+        let hop = |n: &[u8]| response_hop_by_hop(hs.iter().copied(), n);
+        for n in [
+            &b"Connection"[..],
+            b"KEEP-ALIVE",
+            b"te",
+            b"Trailer",
+            b"Trailers",
+            b"Transfer-Encoding",
+            b"upgrade",
+            b"Proxy-Connection",
+            b"proxy-authenticate",
+            b"x-secret",
+            b"X-Other",
+        ] {
+            assert!(hop(n), "{}", String::from_utf8_lossy(n));
+        }
+        for n in [&b"X-Kept"[..], b"Content-Type", b"Set-Cookie", b"Proxy-Authorization-X"] {
+            assert!(!hop(n), "{}", String::from_utf8_lossy(n));
+        }
+        assert!(!response_hop_by_hop([].into_iter(), b"X-Secret"));
+    }
+
 }

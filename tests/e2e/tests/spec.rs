@@ -81,6 +81,22 @@ fn backend_404_is_relayed_with_body_not_tunneled() {
     non_101_relayed("/ws/status/404", 404, "status 404 from wst-echo\n");
 }
 
+/// A relayed answer loses its hop-by-hop fields: the fixed ones and every field any of its
+/// Connection fields names; the end-to-end ones pass.
+#[test]
+fn backend_answer_relayed_without_its_hop_by_hop_fields() {
+    let (_b, h) = start();
+    let t = h.target();
+    let req = UpgradeRequest::new("/ws/status-hop/403", &t.host, Browser::Chrome);
+    let (_c, r) = upgrade_response(&t, &req);
+    assert_eq!(r.status, 403, "{}", r.head);
+    assert_eq!(r.header("X-Public"), Some("ok"), "{}", r.head);
+    for gone in ["X-Private", "Keep-Alive", "Proxy-Connection"] {
+        assert!(r.header(gone).is_none(), "hop-by-hop {gone} relayed:\n{}", r.head);
+    }
+    assert!(!r.header_has_token("Connection", "X-Private"), "{}", r.head);
+}
+
 #[test]
 fn backend_403_chunked_is_relayed_with_body_not_tunneled() {
     non_101_relayed(

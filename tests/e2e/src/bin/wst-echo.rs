@@ -6,6 +6,8 @@
 //! that broken answers can be produced); after a good 101, tungstenite takes over.
 //!
 //! Routes (matched anywhere in the path, so prefixes added by proxy routes do not matter):
+//! * `/status-hop/<code>`: as `/status/<code>`, with hop-by-hop fields (two Connection
+//!   fields, one naming X-Private; X-Private, Keep-Alive, Proxy-Connection) and X-Public.
 //! * `/status-chunked/<code>`, `/status/<code>`: that status with a small chunked or
 //!   Content-Length body, for upgrade and plain requests alike. The connection stays open;
 //!   bytes that follow and do not look like an HTTP request are echoed back raw (so a client
@@ -387,6 +389,18 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
         if let Some(code) = status_code(&path, "/status-chunked/") {
             let body = format!("status {code} from wst-echo (chunked)\n");
             c.write_all(&chunked_response(code, body.as_bytes()))?;
+            c.flush()?;
+            if close_after {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(code) = status_code(&path, "/status-hop/") {
+            // Hop-by-hop fields a proxy must not relay, among end-to-end ones.
+            let body = format!("status {code} from wst-echo\n");
+            let extra = "Connection: X-Private\r\nConnection: keep-alive\r\nX-Private: secret\r\n\
+                         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Public: ok\r\n";
+            c.write_all(&response(code, body.as_bytes(), extra))?;
             c.flush()?;
             if close_after {
                 return Ok(());
