@@ -91,35 +91,14 @@ static apr_status_t wst_pass_body(request_rec *r, apr_bucket_brigade *bb,
 static apr_status_t wst_read_backend(conn_rec *backconn, apr_bucket_brigade *bb,
                                      char *buf, apr_size_t cap, apr_size_t *got)
 {
-    apr_status_t rv;
-    apr_size_t len = cap;
     int eos = 0;
-    apr_bucket *e;
+    apr_status_t rv = wst_read_flat(backconn, bb, APR_BLOCK_READ, buf, cap,
+                                    got, &eos);
 
-    *got = 0;
-    apr_brigade_cleanup(bb);
-    rv = ap_get_brigade(backconn->input_filters, bb, AP_MODE_READBYTES,
-                        APR_BLOCK_READ, cap);
-    if (rv != APR_SUCCESS) {
-        apr_brigade_cleanup(bb);
-        return rv;
+    if (rv == APR_SUCCESS && !*got) {
+        return APR_EOF;     /* a blocking read that brought nothing */
     }
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
-         e = APR_BUCKET_NEXT(e)) {
-        if (APR_BUCKET_IS_EOS(e)) {
-            eos = 1;
-        }
-    }
-    rv = apr_brigade_flatten(bb, buf, &len);
-    apr_brigade_cleanup(bb);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    *got = len;
-    if (!len && (eos || APR_BRIGADE_EMPTY(bb))) {
-        return APR_EOF;
-    }
-    return APR_SUCCESS;
+    return rv;
 }
 
 /* A non-101 answer: relay it as an ordinary HTTP response, body included,

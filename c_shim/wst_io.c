@@ -52,6 +52,36 @@ apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
     return rv;
 }
 
+apr_status_t wst_read_flat(conn_rec *c, apr_bucket_brigade *bb,
+                           apr_read_type_e block, char *buf, apr_size_t cap,
+                           apr_size_t *got, int *eos)
+{
+    apr_status_t rv;
+    apr_size_t len = cap;
+    apr_bucket *e;
+
+    *got = 0;
+    *eos = 0;
+    apr_brigade_cleanup(bb);
+    rv = ap_get_brigade(c->input_filters, bb, AP_MODE_READBYTES, block, cap);
+    if (rv != APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        return rv;
+    }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        if (APR_BUCKET_IS_EOS(e)) {
+            *eos = 1;
+        }
+    }
+    rv = apr_brigade_flatten(bb, buf, &len);
+    apr_brigade_cleanup(bb);
+    if (rv == APR_SUCCESS) {
+        *got = len;
+    }
+    return rv;
+}
+
 void wst_remove_filter(conn_rec *c, const char *name, int input)
 {
     ap_filter_t *f = input ? c->input_filters : c->output_filters;
@@ -73,41 +103,24 @@ void wst_remove_filter(conn_rec *c, const char *name, int input)
 static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
 {
     wst_endpoint_ctx *ctx = vctx;
-    apr_bucket_brigade *bb = ctx->io.bb;
     apr_status_t rv;
-    apr_size_t len = cap;
-    apr_bucket *e;
+    apr_size_t len = 0;
     int eos = 0;
 
     if (ctx->eof) {
         return WST_IO_EOF;
     }
-    apr_brigade_cleanup(bb);
-    rv = ap_get_brigade(ctx->io.c->input_filters, bb, AP_MODE_READBYTES,
-                        APR_NONBLOCK_READ, cap);
+    rv = wst_read_flat(ctx->io.c, ctx->io.bb, APR_NONBLOCK_READ, (char *)buf,
+                       cap, &len, &eos);
     if (APR_STATUS_IS_EAGAIN(rv)) {
-        apr_brigade_cleanup(bb);
         return WST_IO_AGAIN;
     }
     if (APR_STATUS_IS_EOF(rv)) {
-        apr_brigade_cleanup(bb);
         return WST_IO_EOF;
     }
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(020)
                       "tunnel: reading from the %s failed", ctx->io.name);
-        apr_brigade_cleanup(bb);
-        return WST_IO_ERROR;
-    }
-    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
-         e = APR_BUCKET_NEXT(e)) {
-        if (APR_BUCKET_IS_EOS(e)) {
-            eos = 1;
-        }
-    }
-    rv = apr_brigade_flatten(bb, (char *)buf, &len);
-    apr_brigade_cleanup(bb);
-    if (rv != APR_SUCCESS) {
         return WST_IO_ERROR;
     }
     if (!len) {

@@ -158,4 +158,12 @@ void wst_remove_filter(conn_rec *c, const char *name, int input);
 apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
                              const char *buf, apr_size_t len);
 
+/* Read at most cap bytes from a connection's input filters into buf
+ * (blocking or not), using (and emptying) the brigade bb: *got the bytes,
+ * *eos whether an EOS bucket came. Returns ap_get_brigade's status
+ * (APR_EAGAIN, APR_EOF, ...) or apr_brigade_flatten's. */
+apr_status_t wst_read_flat(conn_rec *c, apr_bucket_brigade *bb,
+                           apr_read_type_e block, char *buf, apr_size_t cap,
+                           apr_size_t *got, int *eos);
+
 #endif /* WST_SHIM_H */
