@@ -1335,6 +1335,22 @@ mod ws {
         }
     }
 
+    /// A WebSocket tunnel between two peers (client masking) over fresh
+    /// socket pairs, with empty buffers to start; `answer`: the peers answer
+    /// a Close (they never answer Pings).
+    fn ws_tunnel(
+        pair: fn() -> (Sock, Sock),
+        answer: bool,
+        cfg: Config,
+        bufs: (usize, usize),
+    ) -> (Peer, Peer, RunningWs) {
+        let (cf, cn) = pair();
+        let (bf, bn) = pair();
+        let cp = Peer::new(cf, true, false, answer);
+        let bp = Peer::new(bf, false, false, answer);
+        (cp, bp, spawn_ws(raw(cn), raw(bn), cfg, bufs, (vec![], vec![])))
+    }
+
     /// Writes `data` in random pieces, now and then pausing, so that the
     /// tunnel reads it split anywhere.
     fn split_send(p: &Peer, data: &[u8], seed: u64) {
@@ -1474,11 +1490,8 @@ mod ws {
 
     #[test]
     fn close_without_code_and_no_close() {
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let mut cp = Peer::new(cf, true, false, false);
-        let bp = Peer::new(bf, false, false, false);
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (4096, 4096), (vec![], vec![]));
+        let (mut cp, bp, t) =
+            ws_tunnel(unix_pair, false, ws_config(0, 0, false), (4096, 4096));
         let c = cp.frame(0x88, b"");
         cp.send(&c);
         cp.shutdown_write();
@@ -1505,11 +1518,8 @@ mod ws {
 
     #[test]
     fn idle_close_frame_to_both_sides() {
-        let (cf, cn) = tcp_pair();
-        let (bf, bn) = tcp_pair();
-        let mut cp = Peer::new(cf, true, false, false);
-        let mut bp = Peer::new(bf, false, false, false);
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(300, 0, true), (8192, 8192), (vec![], vec![]));
+        let (mut cp, mut bp, t) =
+            ws_tunnel(tcp_pair, false, ws_config(300, 0, true), (8192, 8192));
         let m1 = cp.frame(0x81, b"hello");
         let m2 = bp.frame(0x82, &random_bytes(100_000, 9));
         cp.send(&m1);
@@ -1534,11 +1544,8 @@ mod ws {
     fn idle_close_frame_not_into_a_frame_under_way() {
         // The client stops in the middle of a frame: the backend gets the
         // bytes so far and no Close; the client gets its Close 1001.
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let mut cp = Peer::new(cf, true, false, false);
-        let bp = Peer::new(bf, false, false, false);
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(200, 0, true), (8192, 8192), (vec![], vec![]));
+        let (mut cp, bp, t) =
+            ws_tunnel(unix_pair, false, ws_config(200, 0, true), (8192, 8192));
         let m = cp.frame(0x82, &[7u8; 1000]);
         cp.send(&m[..500]);
         let quiet = Instant::now();
@@ -1560,11 +1567,8 @@ mod ws {
     fn idle_close_frame_not_after_the_peers_close() {
         // The backend sent its Close (the client did not answer): only the
         // backend gets the tunnel's Close 1001.
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let cp = Peer::new(cf, true, false, false);
-        let mut bp = Peer::new(bf, false, false, false);
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(200, 0, true), (8192, 8192), (vec![], vec![]));
+        let (cp, mut bp, t) =
+            ws_tunnel(unix_pair, false, ws_config(200, 0, true), (8192, 8192));
         let c = bp.frame(0x88, &1000u16.to_be_bytes());
         bp.send(&c);
         let s = t.join();
@@ -1701,11 +1705,8 @@ mod ws {
 
     #[test]
     fn going_away_waits_for_the_answers() {
-        let (cf, cn) = tcp_pair();
-        let (bf, bn) = tcp_pair();
-        let mut cp = Peer::new(cf, true, false, true);
-        let mut bp = Peer::new(bf, false, false, true);
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (8192, 8192), (vec![], vec![]));
+        let (mut cp, mut bp, t) =
+            ws_tunnel(tcp_pair, true, ws_config(0, 0, false), (8192, 8192));
         let m1 = cp.frame(0x81, b"up");
         let m2 = bp.frame(0x81, b"down");
         cp.send(&m1);
@@ -1767,13 +1768,10 @@ mod ws {
     fn shutdown_says_going_away_at_once_without_waiting_for_answers() {
         // Peers that never answer, a long close wait: a hard stop still
         // ends the tunnel as soon as both Closes are out.
-        let (cf, cn) = tcp_pair();
-        let (bf, bn) = tcp_pair();
-        let mut cp = Peer::new(cf, true, false, false);
-        let mut bp = Peer::new(bf, false, false, false);
         let mut cfg = ws_config(0, 0, false);
         cfg.close_wait_ms = 10_000;
-        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        let (mut cp, mut bp, t) =
+            ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
         let m1 = cp.frame(0x81, b"up");
         let m2 = bp.frame(0x81, b"down");
         cp.send(&m1);
