@@ -11,6 +11,8 @@
 /* A 101 head is a few hundred bytes: start small (the request pool's memory
  * stays with the tunnel for its whole life) and double up to the limit. */
 #define WST_HEAD_INITIAL 1024
+/* Header slots for the backend's answer before it says it needs more. */
+#define WST_FEW_RESPONSE_HEADERS 16
 #define WST_HEAD_MAX (64 * 1024)
 #define WST_BODY_CHUNK 8192
 
@@ -301,7 +303,9 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     conn_rec *backconn = backend->connection;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
     wst_backend_request req;
-    /* Not zeroed: wst_parse_response fills it (headers up to n_headers). */
+    /* Not zeroed: wst_parse_response fills it. Room for a few header
+     * fields (a 101 has a handful), more only for a head that needs them:
+     * the request pool stays with the tunnel for its whole life. */
     wst_response *resp = apr_palloc(r->pool, sizeof(*resp));
     wst_tunnel_stats stats;
     unsigned char *out;
@@ -342,6 +346,8 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
         return HTTP_BAD_GATEWAY;
     }
 
+    resp->headers_cap = WST_FEW_RESPONSE_HEADERS;
+    resp->headers = apr_palloc(r->pool, resp->headers_cap * sizeof(wst_header));
     buf = apr_palloc(r->pool, cap);
     for (;;) {
         apr_size_t got = 0;
@@ -379,6 +385,14 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
         len += got;
         st = wst_parse_response((const unsigned char *)buf, len, check,
                                 r->header_only, resp);
+        if (st == WST_ERR_SPACE && resp->n_headers > resp->headers_cap
+                && resp->n_headers <= WST_MAX_RESPONSE_HEADERS) {
+            resp->headers_cap = resp->n_headers;
+            resp->headers = apr_palloc(r->pool, resp->headers_cap
+                                                * sizeof(wst_header));
+            st = wst_parse_response((const unsigned char *)buf, len, check,
+                                    r->header_only, resp);
+        }
         if (st == WST_PARTIAL) {
             continue;
         }

@@ -140,8 +140,14 @@ typedef struct wst_response {
     int minor_version;
     size_t header_len;         /* bytes of status line + headers + blank line */
     wst_str reason;            /* points into the parsed buffer */
-    size_t n_headers;
-    wst_header headers[WST_MAX_RESPONSE_HEADERS]; /* point into the buffer */
+    size_t n_headers;          /* header fields of the head */
+    wst_header *headers;       /* set by the caller: headers_cap slots, filled
+                                * with the first n_headers fields (they point
+                                * into the buffer) */
+    size_t headers_cap;        /* set by the caller; a head with more fields
+                                * gives WST_ERR_SPACE with n_headers set: call
+                                * again with that many slots (never more than
+                                * WST_MAX_RESPONSE_HEADERS) */
     wst_body_mode body_mode;
     uint64_t content_length;   /* WST_BODY_LENGTH only */
     const char *why;           /* static text when kind is BAD_UPGRADE/INVALID */
@@ -150,7 +156,10 @@ typedef struct wst_response {
 /*
  * Parse the backend's response head in buf[0..len).
  * Returns WST_PARTIAL while the head is incomplete (read more and call again
- * with the whole buffer), WST_OK with *out filled once it is complete.
+ * with the whole buffer), WST_OK with *out filled once it is complete,
+ * WST_ERR_SPACE (only n_headers set) when out->headers_cap is too small.
+ * The caller sets out->headers and out->headers_cap (the slots may be few:
+ * a 101 has a handful of fields); the rest of *out is written here.
  * Interim 1xx responses other than 101 are skipped (header_len covers them).
  * A head larger than the buffer the caller is willing to grow gives
  * WST_PARTIAL forever: the caller bounds it.

@@ -274,7 +274,9 @@ pub unsafe extern "C" fn wst_build_request(
 /// # Safety
 /// `buf` must be valid for reads of `len` bytes; `check` valid for reads,
 /// with its `protocol` and `key` valid for reads of their lengths; `out`
-/// valid for writing one `wst_response`.
+/// valid for writing one `wst_response`, with its `headers` and
+/// `headers_cap` set (a NULL `headers` only with `headers_cap` 0), the
+/// slots valid for writes.
 #[no_mangle]
 pub unsafe extern "C" fn wst_parse_response(
     buf: *const c_uchar,
@@ -337,21 +339,34 @@ unsafe fn parse_into<const N: usize>(
     if N < MAX_RESPONSE_HEADERS && r.kind == ResponseKind::Invalid && r.why == whys::TOO_MANY_HEADERS {
         return None;
     }
+    // SAFETY: out is usable; the caller set headers and headers_cap
+    // (contract), plain values read without a reference to the rest.
+    let (slots, cap) = unsafe { (ptr::addr_of!((*out).headers).read(), ptr::addr_of!((*out).headers_cap).read()) };
+    let n = r.headers.len();
+    if n > cap {
+        // SAFETY: out is usable and valid for writes (caller).
+        unsafe { ptr::addr_of_mut!((*out).n_headers).write(n) };
+        return Some(wst_status::WST_ERR_SPACE);
+    }
+    if n > 0 && (slots.is_null() || !slots.is_aligned()) {
+        return Some(wst_status::WST_ERR_ARG);
+    }
     let (body_mode, content_length) = match r.body {
         BodyMode::None => (wst_body_mode::WST_BODY_NONE, 0),
         BodyMode::Length(n) => (wst_body_mode::WST_BODY_LENGTH, n),
         BodyMode::Chunked => (wst_body_mode::WST_BODY_CHUNKED, 0),
         BodyMode::Close => (wst_body_mode::WST_BODY_CLOSE, 0),
     };
-    // Field by field into *out, the headers straight into their slots: no
-    // wst_response (3 KiB of headers) is built on the stack and copied, so
-    // the stack this call touches (it stays resident in the thread that then
-    // runs the tunnel for hours) is httparse's storage alone. Slots past
-    // n_headers are left as they were (the C side reads n_headers).
+    // Field by field into *out, the headers straight into the caller's
+    // slots: nothing is built on the stack and copied, so the stack this
+    // call touches (it stays resident in the thread that then runs the
+    // tunnel for hours) is httparse's storage alone. Slots past n_headers
+    // are left as they were (the C side reads n_headers).
     // SAFETY: out is usable and valid for writes (caller); every place
-    // written is a field of *out or a slot of its headers array below
-    // MAX_RESPONSE_HEADERS (addr_of_mut!: no reference to memory that may be
-    // uninitialised), each written whole by write().
+    // written is a field of *out (addr_of_mut!: no reference to memory that
+    // may be uninitialised) or one of the n <= headers_cap slots the caller
+    // provides at the non-NULL, aligned `slots` (checked above), each
+    // written whole by write().
     unsafe {
         let o = out;
         ptr::addr_of_mut!((*o).kind).write(match r.kind {
@@ -364,14 +379,11 @@ unsafe fn parse_into<const N: usize>(
         ptr::addr_of_mut!((*o).minor_version).write(c_int::from(r.minor_version));
         ptr::addr_of_mut!((*o).header_len).write(r.header_len);
         ptr::addr_of_mut!((*o).reason).write(out_str(r.reason));
-        let slots = ptr::addr_of_mut!((*o).headers).cast::<wst_header>();
-        let mut n = 0usize;
-        for src in r.headers.iter().take(MAX_RESPONSE_HEADERS) {
-            slots.add(n).write(wst_header {
+        for (i, src) in r.headers.iter().enumerate() {
+            slots.add(i).write(wst_header {
                 name: out_str(src.name.as_bytes()),
                 value: out_str(src.value),
             });
-            n += 1;
         }
         ptr::addr_of_mut!((*o).n_headers).write(n);
         ptr::addr_of_mut!((*o).body_mode).write(body_mode);
@@ -394,10 +406,10 @@ pub unsafe extern "C" fn wst_response_hop_by_hop(resp: *const wst_response, inde
     // SAFETY: resp is non-NULL, aligned and, per the contract, a filled
     // wst_response.
     let r = unsafe { &*resp };
-    let n = r.n_headers.min(MAX_RESPONSE_HEADERS);
+    let n = r.n_headers.min(r.headers_cap);
     // SAFETY: the first n_headers slots were written by wst_parse_response
     // and point into the caller's live buffer (contract).
-    let Some(hs) = (unsafe { header_array(r.headers.as_ptr(), n) }) else {
+    let Some(hs) = (unsafe { header_array(r.headers, n) }) else {
         return 0;
     };
     let Some(h) = hs.get(index) else {
@@ -738,6 +750,13 @@ mod tests {
         assert_eq!(written, 12345);
     }
 
+    /// The header slots wst_parse_response filled.
+    fn filled(out: &wst_response) -> &[wst_header] {
+        // SAFETY: the tests point headers at a live Vec of headers_cap
+        // slots, of which wst_parse_response filled n_headers.
+        unsafe { slice::from_raw_parts(out.headers, out.n_headers.min(out.headers_cap)) }
+    }
+
     #[test]
     fn response_hop_by_hop_ffi() {
         let hs = chrome();
@@ -746,7 +765,10 @@ mod tests {
         unsafe { wst_check_request(s(b"GET"), 1001, hs.as_ptr(), hs.len(), s(b""), &mut check) };
         let resp = b"HTTP/1.1 403 Forbidden\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\
             Keep-Alive: timeout=5\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
+        let mut slots = vec![wst_header::default(); MAX_RESPONSE_HEADERS];
         let mut out: Box<wst_response> = Box::default();
+        out.headers = slots.as_mut_ptr();
+        out.headers_cap = slots.len();
         // SAFETY: pointers to live test locals with matching lengths.
         let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &check, 0, &mut *out) };
         assert_eq!(st, wst_status::WST_OK);
@@ -767,7 +789,10 @@ mod tests {
         let resp =
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x00";
+        let mut slots = vec![wst_header::default(); MAX_RESPONSE_HEADERS];
         let mut out: Box<wst_response> = Box::default();
+        out.headers = slots.as_mut_ptr();
+        out.headers_cap = slots.len();
         out.status = -7;
         for cut in 0..resp.len() - 2 {
             // SAFETY: pointers to live test locals with matching lengths.
@@ -784,17 +809,39 @@ mod tests {
         assert_eq!(out.header_len, resp.len() - 2);
         assert_eq!(as_bytes(out.reason), b"Switching Protocols");
         assert_eq!(out.n_headers, 3);
-        assert_eq!(as_bytes(out.headers[0].name), b"Upgrade");
+        assert_eq!(as_bytes(filled(&out)[0].name), b"Upgrade");
         assert_eq!(
-            as_bytes(out.headers[2].value),
+            as_bytes(filled(&out)[2].value),
             b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(
-            out.headers[2].value.ptr,
+            filled(&out)[2].value.ptr,
             resp[resp.len() - 34..].as_ptr().cast()
         );
         assert_eq!(out.body_mode, wst_body_mode::WST_BODY_NONE);
         assert!(!out.why.is_null());
+
+        // Too few slots: WST_ERR_SPACE says how many; with them, the same.
+        let mut few = vec![wst_header::default(); 2];
+        let mut small: Box<wst_response> = Box::default();
+        small.headers = few.as_mut_ptr();
+        small.headers_cap = few.len();
+        // SAFETY: pointers to live test locals with matching lengths.
+        let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &check, 0, &mut *small) };
+        assert_eq!((st, small.n_headers), (wst_status::WST_ERR_SPACE, 3));
+        let mut enough = vec![wst_header::default(); small.n_headers];
+        small.headers = enough.as_mut_ptr();
+        small.headers_cap = enough.len();
+        // SAFETY: as above.
+        let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &check, 0, &mut *small) };
+        assert_eq!(st, wst_status::WST_OK);
+        assert_eq!(as_bytes(filled(&small)[2].name), b"Sec-WebSocket-Accept");
+        // No slots at all (NULL) is fine until a field needs one.
+        small.headers = core::ptr::null_mut();
+        small.headers_cap = 0;
+        // SAFETY: as above.
+        let st = unsafe { wst_parse_response(resp.as_ptr(), resp.len(), &check, 0, &mut *small) };
+        assert_eq!(st, wst_status::WST_ERR_SPACE);
 
         let other = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden";
         // SAFETY: pointers to live test locals with matching lengths.
@@ -837,7 +884,7 @@ mod tests {
             if kind == wst_response_kind::WST_RESP_OTHER {
                 assert_eq!(out.n_headers, n);
                 let last = format!("X-Field-{}", n - 1);
-                assert_eq!(as_bytes(out.headers[n - 1].name), last.as_bytes());
+                assert_eq!(as_bytes(filled(&out)[n - 1].name), last.as_bytes());
             } else {
                 assert_eq!(cstr(out.why), "too many response header fields");
             }

@@ -97,6 +97,22 @@ fn backend_answer_relayed_without_its_hop_by_hop_fields() {
     assert!(!r.header_has_token("Connection", "X-Private"), "{}", r.head);
 }
 
+/// An answer with more header fields than the module first makes room for (a 101 has a
+/// handful) is relayed with every one of them.
+#[test]
+fn backend_answer_with_many_fields_relayed_whole() {
+    let (_b, h) = start();
+    let t = h.target();
+    let req = UpgradeRequest::new("/ws/status-many/404", &t.host, Browser::Firefox);
+    let (_c, r) = upgrade_response(&t, &req);
+    assert_eq!(r.status, 404, "{}", r.head);
+    assert_eq!(r.body_str(), "status 404 from wst-echo\n");
+    for i in 0..40 {
+        let v = format!("value {i}");
+        assert_eq!(r.header(&format!("X-Field-{i}")), Some(v.as_str()), "{}", r.head);
+    }
+}
+
 #[test]
 fn backend_403_chunked_is_relayed_with_body_not_tunneled() {
     non_101_relayed(

@@ -6,6 +6,7 @@
 //! that broken answers can be produced); after a good 101, tungstenite takes over.
 //!
 //! Routes (matched anywhere in the path, so prefixes added by proxy routes do not matter):
+//! * `/status-many/<code>`: as `/status/<code>`, with 40 more fields (X-Field-0..39).
 //! * `/status-hop/<code>`: as `/status/<code>`, with hop-by-hop fields (two Connection
 //!   fields, one naming X-Private; X-Private, Keep-Alive, Proxy-Connection) and X-Public.
 //! * `/status-chunked/<code>`, `/status/<code>`: that status with a small chunked or
@@ -389,6 +390,17 @@ fn handle(mut c: Conn, id: usize) -> io::Result<()> {
         if let Some(code) = status_code(&path, "/status-chunked/") {
             let body = format!("status {code} from wst-echo (chunked)\n");
             c.write_all(&chunked_response(code, body.as_bytes()))?;
+            c.flush()?;
+            if close_after {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(code) = status_code(&path, "/status-many/") {
+            // More header fields than a 101 ever has (40).
+            let body = format!("status {code} from wst-echo\n");
+            let extra: String = (0..40).map(|i| format!("X-Field-{i}: value {i}\r\n")).collect();
+            c.write_all(&response(code, body.as_bytes(), &extra))?;
             c.flush()?;
             if close_after {
                 return Ok(());
