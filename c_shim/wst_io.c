@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 #ifndef F_DUPFD_CLOEXEC
 #define F_DUPFD_CLOEXEC 1030    /* Linux 2.6.24; older kernels: EINVAL */
@@ -259,7 +260,10 @@ static int *wst_own_fd(apr_pool_t *p, apr_socket_t *sock)
 
     *own = -1;
     if (apr_os_sock_get(&fd, sock) == APR_SUCCESS && fd >= 0) {
-        *own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        /* The system call, not fcntl(): i386 glibc 2.28+ versions the fcntl
+         * symbol GLIBC_2.28, which CentOS 6 lacks (as src/ffi/sys.rs). */
+        long dup = syscall(SYS_fcntl, (long)fd, (long)F_DUPFD_CLOEXEC, 0L);
+        *own = dup >= 0 ? (int)dup : -1;
     }
     apr_pool_cleanup_register(p, own, wst_close_fd, apr_pool_cleanup_null);
     return own;
@@ -329,6 +333,10 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                            ? (int)apr_time_as_msec(dconf->ping) : 0;
     t->cfg.idle_close_frame = websocket ? 1 : 0;
     t->cfg.random_seed = t->drain.seed ^ 0x9e3779b9u;
+    /* The core's state in the pool too (pool memory is aligned for any
+     * type): the stack under the waiting tunnel stays shallow. */
+    t->cfg.state_len = wst_tunnel_state_size();
+    t->cfg.state = apr_palloc(r->pool, t->cfg.state_len);
 
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                   "tunnel: client %s, backend %s, idle timeout %d ms, "

@@ -665,7 +665,9 @@ struct Dir<'a> {
 
 impl<'a> Dir<'a> {
     /// `ws`: track the frames (`Some(masked)`: whether this direction's
-    /// frames are masked, i.e. it comes from the client).
+    /// frames are masked, i.e. it comes from the client). Not inlined: see
+    /// [`init`].
+    #[inline(never)]
     fn new(buf: Buffer<'a>, ws: Option<bool>) -> Self {
         let read = buf.len() as u64;
         let mut d = Dir {
@@ -1556,13 +1558,14 @@ impl Tunnel<'_, '_> {
 /// Raw sockets must be in non-blocking mode. `should_stop` is called at the
 /// start and then at least every `cfg.tick_ms` (a `bool` answer: true is
 /// [`Stop::Now`]).
+#[inline(never)]
 pub fn run<C, B, F, R>(
     client: &mut C,
     client_buf: Buffer<'_>,
     backend: &mut B,
     backend_buf: Buffer<'_>,
     cfg: &Config,
-    mut should_stop: F,
+    should_stop: F,
 ) -> Stats
 where
     C: Endpoint + ?Sized,
@@ -1570,10 +1573,55 @@ where
     F: FnMut() -> R,
     R: Into<Stop>,
 {
+    let mut state = None;
+    run_in(&mut state, client, client_buf, backend, backend_buf, cfg, should_stop)
+}
+
+/// The tunnel's state, kept where the caller wants it (see [`run_in`]).
+pub struct TunnelState<'a>(Tunnel<'a, 'a>);
+
+/// [`run`], with the tunnel's state (some 700 bytes) in `state` rather
+/// than on this thread's stack: a caller that keeps it in memory it
+/// allocated anyway makes the stack under the waiting tunnel shallower,
+/// and stack pages, once touched, stay resident for the tunnel's whole
+/// life. `state` is None again when this returns (pipes closed).
+#[inline(never)]
+pub fn run_in<'a, C, B, F, R>(
+    state: &mut Option<TunnelState<'a>>,
+    client: &mut C,
+    client_buf: Buffer<'a>,
+    backend: &mut B,
+    backend_buf: Buffer<'a>,
+    cfg: &Config,
+    should_stop: F,
+) -> Stats
+where
+    C: Endpoint + ?Sized,
+    B: Endpoint + ?Sized,
+    F: FnMut() -> R,
+    R: Into<Stop>,
+{
+    let clock = Clock { fallback: 0 };
+    let now = clock.now();
+    let TunnelState(t) = init(state, client_buf, backend_buf, cfg, now);
+    let stats = drive(t, clock, now, client, backend, cfg, should_stop);
+    *state = None;
+    stats
+}
+
+/// Make the tunnel in `state`. Not inlined: the temporaries of building it
+/// are gone from the stack before the loop runs.
+#[inline(never)]
+fn init<'s, 'a>(
+    state: &'s mut Option<TunnelState<'a>>,
+    client_buf: Buffer<'a>,
+    backend_buf: Buffer<'a>,
+    cfg: &Config,
+    now: u64,
+) -> &'s mut TunnelState<'a> {
     let ws = cfg.websocket;
-    let mut clock = Clock { fallback: 0 };
-    let mut now = clock.now();
-    let mut t = Tunnel {
+    *state = None;
+    state.get_or_insert_with(|| TunnelState(Tunnel {
         c2b: Dir::new(client_buf, ws.then_some(true)),
         b2c: Dir::new(backend_buf, ws.then_some(false)),
         closed_first: None,
@@ -1585,7 +1633,26 @@ where
         rng: Rng::new(cfg.random_seed),
         pings_sent: 0,
         ping_round: now,
-    };
+    }))
+}
+
+/// The loop of [`run`], on a tunnel made at `now`.
+fn drive<'a, C, B, F, R>(
+    t: &mut Tunnel<'a, 'a>,
+    mut clock: Clock,
+    mut now: u64,
+    client: &mut C,
+    backend: &mut B,
+    cfg: &Config,
+    mut should_stop: F,
+) -> Stats
+where
+    C: Endpoint + ?Sized,
+    B: Endpoint + ?Sized,
+    F: FnMut() -> R,
+    R: Into<Stop>,
+{
+    let ws = cfg.websocket;
     let mut last_activity = now;
     let mut next_tick = now;
     let tick = cfg.tick_ms.max(1);

@@ -292,7 +292,16 @@ typedef struct wst_tunnel_config {
     int idle_close_frame;
     /* Seed for mask keys (frames to the backend are masked) and ping tokens. */
     uint32_t random_seed;
+    /* Optional: memory of at least wst_tunnel_state_size() bytes, aligned
+     * for any type (as pool memory is), for the tunnel's state during the
+     * call (otherwise it is on the calling thread's stack, whose pages stay
+     * resident once touched). NULL/0: the stack. */
+    void *state;
+    size_t state_len;
 } wst_tunnel_config;
+
+/* Bytes wst_tunnel_config.state must have. */
+size_t wst_tunnel_state_size(void);
 
 typedef enum wst_end_reason {
     WST_END_CLOSED = 0,    /* both directions ended normally */

@@ -34,7 +34,7 @@ use super::contract::{
 };
 use super::sys;
 use crate::tunnel::{
-    self, Buffer, Config, EndReason, Endpoint, Io, Side, Socket, Stats, Stop, WsStats,
+    self, Buffer, Config, EndReason, Endpoint, Io, Side, Socket, Stats, Stop, TunnelState, WsStats,
 };
 
 type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> wst_io;
@@ -247,6 +247,33 @@ fn stop_from_c(v: c_int) -> Stop {
     }
 }
 
+/// See `wst_tunnel_state_size` in the contract header.
+#[no_mangle]
+pub extern "C" fn wst_tunnel_state_size() -> usize {
+    size_of::<Option<TunnelState<'static>>>()
+}
+
+/// The caller's memory for the tunnel's state, initialised to None; None
+/// (use the stack) when there is none, or it is too small or misaligned.
+///
+/// # Safety
+/// A non-NULL `mem` must be valid for reads and writes of `len` bytes, used
+/// by nobody else for `'s`.
+unsafe fn state_slot<'s, 'a>(mem: *mut c_void, len: usize) -> Option<&'s mut Option<TunnelState<'a>>> {
+    let p = mem.cast::<Option<TunnelState<'a>>>();
+    if p.is_null() || !p.is_aligned() || len < size_of::<Option<TunnelState<'a>>>() {
+        return None;
+    }
+    // SAFETY: p is non-NULL, aligned and has room (checked), the memory is
+    // the caller's to lend exclusively (contract); write() initialises it
+    // without reading the old bytes, after which the reference is to a
+    // valid value.
+    unsafe {
+        p.write(None);
+        Some(&mut *p)
+    }
+}
+
 /// Stats of a tunnel that ended before moving anything.
 fn early_failure(side: Side, e: sys::Errno) -> Stats {
     Stats {
@@ -352,7 +379,13 @@ pub unsafe extern "C" fn wst_tunnel_run(
     // Raw sockets are read and written directly, without blocking.
     let result = match (nonblocking(c), nonblocking(b)) {
         (Ok(cf), Ok(bf)) => {
-            let s = tunnel::run(&mut cep, c_buf, &mut bep, b_buf, &config, should_stop);
+            // SAFETY: conf.state/state_len come from the caller (contract:
+            // NULL, or writable memory of state_len bytes that nobody else
+            // uses during the call); state_slot checks size and alignment.
+            let s = match unsafe { state_slot(conf.state, conf.state_len) } {
+                Some(slot) => tunnel::run_in(slot, &mut cep, c_buf, &mut bep, b_buf, &config, should_stop),
+                None => tunnel::run(&mut cep, c_buf, &mut bep, b_buf, &config, should_stop),
+            };
             restore(c.fd, cf);
             restore(b.fd, bf);
             s
@@ -401,6 +434,9 @@ fn signature_matches_contract() {
     ) -> wst_status;
     let _declared: Run = super::contract::wst_tunnel_run;
     let _exported: Run = wst_tunnel_run;
+    type Size = unsafe extern "C" fn() -> usize;
+    let _declared: Size = super::contract::wst_tunnel_state_size;
+    let _exported: Size = wst_tunnel_state_size;
 }
 
 #[cfg(test)]
@@ -596,12 +632,27 @@ mod tests {
             let mut bs = Side::new(bfd, b.0, b.1, b.2, b.3, b_ops);
             let mut cep = cs.endpoint();
             let mut bep = bs.endpoint();
+            // Every other tunnel keeps its state in memory of the caller's
+            // (as the shim does), the others on the stack; a few get memory
+            // too small or misaligned, which falls back to the stack.
+            static RUNS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+            let run = RUNS.fetch_add(1, Ordering::Relaxed);
+            let words = wst_tunnel_state_size().div_ceil(8) + 1;
+            let mut mem = vec![0xa5a5_a5a5_a5a5_a5a5u64; words];
+            let (state, state_len) = match run % 4 {
+                1 | 3 => (mem.as_mut_ptr().cast::<c_void>(), words * 8),
+                2 if run % 8 == 2 => (mem.as_mut_ptr().cast::<c_void>(), 8),
+                2 => (mem.as_mut_ptr().cast::<u8>().wrapping_add(1).cast::<c_void>(), words * 8 - 1),
+                _ => (core::ptr::null_mut(), 0),
+            };
             let conf = wst_tunnel_config {
                 idle_timeout_ms: cfg.0,
                 tick_ms: cfg.1,
                 half_close: cfg.2,
                 stop_ctx: Arc::as_ptr(&stop).cast_mut().cast::<c_void>(),
                 should_stop: Some(cb_stop),
+                state,
+                state_len,
                 ..Default::default()
             };
             let mut stats = wst_tunnel_stats::default();
@@ -900,6 +951,7 @@ mod tests {
             };
             let mut cep = ep(cfd, &mut cbuf);
             let mut bep = ep(bfd, &mut bbuf);
+            let mut state_mem = vec![0u64; wst_tunnel_state_size().div_ceil(8)];
             let conf = wst_tunnel_config {
                 idle_timeout_ms,
                 tick_ms: 20,
@@ -910,6 +962,9 @@ mod tests {
                 ping_interval_ms,
                 idle_close_frame,
                 random_seed: 0x5eed,
+                // The shim's way: the state in memory of the caller's.
+                state: state_mem.as_mut_ptr().cast::<c_void>(),
+                state_len: state_mem.len() * 8,
             };
             let mut stats = wst_tunnel_stats::default();
             // SAFETY: every pointer is valid for the call: the endpoints and
