@@ -328,8 +328,14 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
     req.forwarded_host = wst_s(apr_table_get(r->headers_in, "Host"));
     req.forwarded_server = wst_s(r->server->server_hostname);
 
+    /* One buffer for the request and then the answer: it is sent (or
+     * copied by the core output filter) before the answer is read. */
     size = wst_request_size(&req);
-    out = apr_palloc(r->pool, size ? size : 1);
+    if (size > cap) {
+        cap = size;
+    }
+    buf = apr_palloc(r->pool, cap);
+    out = (unsigned char *)buf;
     st = wst_build_request(&req, out, size, &out_len);
     if (st != WST_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(005)
@@ -348,7 +354,6 @@ static int wst_process(request_rec *r, proxy_conn_rec *backend,
 
     resp->headers_cap = WST_FEW_RESPONSE_HEADERS;
     resp->headers = apr_palloc(r->pool, resp->headers_cap * sizeof(wst_header));
-    buf = apr_palloc(r->pool, cap);
     for (;;) {
         apr_size_t got = 0;
         if (len == cap) {
