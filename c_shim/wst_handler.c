@@ -12,7 +12,7 @@
  * stays with the tunnel for its whole life) and double up to the limit. */
 #define WST_HEAD_INITIAL 1024
 /* Header slots for the backend's answer before it says it needs more. */
-#define WST_FEW_RESPONSE_HEADERS 16
+#define WST_FEW_RESPONSE_HEADERS 8
 #define WST_HEAD_MAX (64 * 1024)
 #define WST_BODY_CHUNK 8192
 
