@@ -251,6 +251,24 @@ fn ping_answered_by_tungstenite_keeps_tunnel_open() {
     stop_clean(&mut h);
 }
 
+/// After the module's Close 1001 reached the client: the client's connection ends (EOF), the
+/// backend got a masked Close 1001, the notes of `path` say `end`; httpd stops cleanly.
+fn after_module_close(c: &mut RawClient, b: &FrameBackend, h: &mut Httpd, path: &str, end: &str) {
+    let (rest, eof) = c.read_until_close(Duration::from_secs(3));
+    assert_eq!(eof, End::Eof, "after the Close: {rest:?}");
+    let bc = b
+        .wait_conn(0, WAIT, |c| c.close_code().is_some())
+        .unwrap_or_else(|| panic!("no Close at the backend: {:?}", b.conn(0)));
+    let bclose = &bc.frames_with(OP_CLOSE)[0];
+    assert!(
+        bclose.masked && close_code(&bclose.payload) == Some(1001),
+        "{bclose:?}"
+    );
+    let n = wait_notes(h, path);
+    assert_eq!(n[4], end, "notes {n:?}");
+    stop_clean(h);
+}
+
 /// 2. A client that never answers: Close 1001 after ~2 intervals, then EOF; the backend gets a
 /// masked Close 1001; end=ping-timeout.
 #[test]
@@ -273,19 +291,7 @@ fn unanswered_ping_ends_tunnel_with_1001() {
         at >= Duration::from_millis(1500) && at <= Duration::from_millis(4000),
         "Close after {at:?}, expected ~2 s"
     );
-    let (rest, end) = c.read_until_close(Duration::from_secs(3));
-    assert_eq!(end, End::Eof, "after the Close: {rest:?}");
-    let bc = b
-        .wait_conn(0, WAIT, |c| c.close_code().is_some())
-        .unwrap_or_else(|| panic!("no Close at the backend: {:?}", b.conn(0)));
-    let bclose = &bc.frames_with(OP_CLOSE)[0];
-    assert!(
-        bclose.masked && close_code(&bclose.payload) == Some(1001),
-        "{bclose:?}"
-    );
-    let n = wait_notes(&h, "/ws/deaf");
-    assert_eq!(n[4], "ping-timeout", "notes {n:?}");
-    stop_clean(&mut h);
+    after_module_close(&mut c, &b, &mut h, "/ws/deaf", "ping-timeout");
 }
 
 /// 3. Idle timeout on a WebSocket tunnel: Close 1001 to the client then EOF, masked Close 1001
@@ -312,19 +318,7 @@ fn idle_timeout_sends_close_1001_both_ways() {
         at >= Duration::from_millis(800) && at < Duration::from_millis(3000),
         "{at:?}"
     );
-    let (rest, end) = c.read_until_close(Duration::from_secs(3));
-    assert_eq!(end, End::Eof, "after the Close: {rest:?}");
-    let bc = b
-        .wait_conn(0, WAIT, |c| c.close_code().is_some())
-        .unwrap_or_else(|| panic!("no Close at the backend: {:?}", b.conn(0)));
-    let bclose = &bc.frames_with(OP_CLOSE)[0];
-    assert!(
-        bclose.masked && close_code(&bclose.payload) == Some(1001),
-        "{bclose:?}"
-    );
-    let n = wait_notes(&h, "/ws/idle");
-    assert_eq!(n[4], "idle", "notes {n:?}");
-    stop_clean(&mut h);
+    after_module_close(&mut c, &b, &mut h, "/ws/idle", "idle");
 }
 
 /// 4. Message and close-code notes: 3 texts + Close 1000 from the client, wst-echo echoes
