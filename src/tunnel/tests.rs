@@ -1703,26 +1703,34 @@ mod ws {
         assert_eq!(bl.count(10), 0);
     }
 
-    #[test]
-    fn going_away_waits_for_the_answers() {
-        let (mut cp, mut bp, t) =
-            ws_tunnel(tcp_pair, true, ws_config(0, 0, false), (8192, 8192));
+    /// One text message each way, then should_stop answers `stop` (2: going
+    /// away, 3: shutdown): the tunnel ends with GoingAway, each peer got its
+    /// message and then the module's Close 1001. Returns the stats and how
+    /// long the tunnel took to end once asked.
+    fn one_message_each_then(stop: u8, answer: bool, cfg: Config) -> (Stats, Duration) {
+        let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, answer, cfg, (8192, 8192));
         let m1 = cp.frame(0x81, b"up");
         let m2 = bp.frame(0x81, b"down");
         cp.send(&m1);
         bp.send(&m2);
         thread::sleep(Duration::from_millis(100));
-        t.stop.store(2, Ordering::Relaxed);
+        t.stop.store(stop, Ordering::Relaxed);
         let asked = Instant::now();
         let s = t.join();
         let d = asked.elapsed();
         assert_eq!(s.reason, EndReason::GoingAway);
-        // Both answered at once: well before the bound.
-        assert!(d < Duration::from_millis(500), "{d:?}");
         let (cl, bl) = (cp.log(), bp.log());
         got_going_away(&cl, &bl);
         assert_eq!(bl.without(|f| f.op == 8), m1);
         assert_eq!(cl.without(|f| f.op == 8), m2);
+        (s, d)
+    }
+
+    #[test]
+    fn going_away_waits_for_the_answers() {
+        let (s, d) = one_message_each_then(2, true, ws_config(0, 0, false));
+        // Both answered at once: well before the bound.
+        assert!(d < Duration::from_millis(500), "{d:?}");
         // Their answers were not relayed (each got one Close, ours).
         assert_eq!(s.ws.close_code_from_client, Some(CLOSE_GOING_AWAY));
         assert_eq!(s.ws.close_code_from_backend, Some(CLOSE_GOING_AWAY));
@@ -1732,10 +1740,7 @@ mod ws {
     #[test]
     fn going_away_is_bounded_and_stop_now_still_cuts() {
         // Nobody answers: the tunnel ends at the bound.
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
-        let t = spawn_ws(raw(cn), raw(bn), ws_config(0, 0, false), (8192, 8192), (vec![], vec![]));
+        let (cp, bp, t) = ws_tunnel(unix_pair, false, ws_config(0, 0, false), (8192, 8192));
         thread::sleep(Duration::from_millis(60));
         t.stop.store(2, Ordering::Relaxed);
         let asked = Instant::now();
@@ -1746,12 +1751,9 @@ mod ws {
         got_going_away(&cp.log(), &bp.log());
 
         // Now after GoingAway: at once; should_stop is still asked.
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
         let mut cfg = ws_config(0, 0, false);
         cfg.close_wait_ms = 10_000;
-        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        let (cp, bp, t) = ws_tunnel(unix_pair, false, cfg, (8192, 8192));
         t.stop.store(2, Ordering::Relaxed);
         thread::sleep(Duration::from_millis(300));
         let before = t.asked.load(Ordering::Relaxed);
@@ -1770,31 +1772,14 @@ mod ws {
         // ends the tunnel as soon as both Closes are out.
         let mut cfg = ws_config(0, 0, false);
         cfg.close_wait_ms = 10_000;
-        let (mut cp, mut bp, t) =
-            ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
-        let m1 = cp.frame(0x81, b"up");
-        let m2 = bp.frame(0x81, b"down");
-        cp.send(&m1);
-        bp.send(&m2);
-        thread::sleep(Duration::from_millis(100));
-        t.stop.store(3, Ordering::Relaxed);
-        let asked = Instant::now();
-        let s = t.join();
-        assert!(asked.elapsed() < Duration::from_millis(400), "{:?}", asked.elapsed());
-        assert_eq!(s.reason, EndReason::GoingAway);
-        let (cl, bl) = (cp.log(), bp.log());
-        got_going_away(&cl, &bl);
-        assert_eq!(bl.without(|f| f.op == 8), m1);
-        assert_eq!(cl.without(|f| f.op == 8), m2);
+        let (_, d) = one_message_each_then(3, false, cfg);
+        assert!(d < Duration::from_millis(400), "{d:?}");
 
         // A drain under way (waiting for answers that never come) is cut
         // short by a hard stop.
-        let (cf, cn) = unix_pair();
-        let (bf, bn) = unix_pair();
-        let (cp, bp) = (Peer::new(cf, true, false, false), Peer::new(bf, false, false, false));
         let mut cfg = ws_config(0, 0, false);
         cfg.close_wait_ms = 10_000;
-        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        let (cp, bp, t) = ws_tunnel(unix_pair, false, cfg, (8192, 8192));
         t.stop.store(2, Ordering::Relaxed);
         thread::sleep(Duration::from_millis(300));
         t.stop.store(3, Ordering::Relaxed);
