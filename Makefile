@@ -6,7 +6,8 @@
 #   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
 #   make bench         ours vs stock (default and legacy paths), nginx, HAProxy, direct (~8 min; BENCH_QUICK=1: ~1.5 min)
-#   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it)
+#   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it);
+#                      with APXS=<a 32-bit httpd's apxs>, built against that httpd
 #   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)
 #   make rpm-check     packaging/check-rpm.sh on them
 #
@@ -23,7 +24,8 @@ SO := $(BUILD)/mod_proxy_wstunnel.so
 comma := ,
 WRAP_MEMCPY := $(if $(filter x86_64,$(shell uname -m)),-Wl$(comma)-Wl$(comma)--wrap=memcpy)
 
-.PHONY: all core install test unit e2e glibc-check demo clean bench
+
+.PHONY: FORCE all core install test unit e2e glibc-check demo clean bench
 
 all: $(SO)
 
@@ -32,26 +34,45 @@ core: $(CORE)
 $(CORE): $(RUST_SRC) c_shim/include/wstunnel_core.h
 	$(CARGO) build --release --lib
 
-$(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map Makefile
-	@mkdir -p $(BUILD)/obj
-	rm -rf $(BUILD)/obj/*
-	cp $(SHIM_SRC) $(BUILD)/obj/
-	cd $(BUILD)/obj && $(APXS) -c -o mod_proxy_wstunnel.la \
-	    -I$(CURDIR)/c_shim -I$(CURDIR)/c_shim/include \
-	    -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter -Wc,-Wno-missing-field-initializers \
-	    -Wl,-Wl,--version-script=$(CURDIR)/apxs/exports.map \
-	    $(WRAP_MEMCPY) \
-	    $(notdir $(SHIM_SRC)) $(CURDIR)/$(CORE) >build.log 2>&1 \
+# Warnings as apxs builds the shim for every target. An implicit function
+# declaration is an error: against older headers (APR 1.3.9 on CentOS 6) a
+# call to a newer API would otherwise build a module httpd refuses to load.
+# gnu89 with declarations before statements: the C that CentOS 6's gcc 4.4.7
+# compiles by default (rpmbuild --rebuild there).
+SHIM_C89    := -std=gnu89 -Werror=declaration-after-statement
+SHIM_CFLAGS := -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter -Wc,-Wno-missing-field-initializers \
+               -Wc,-Werror-implicit-function-declaration $(addprefix -Wc$(comma),$(SHIM_C89))
+
+# $(call apxs_link,APXS,OBJDIR,CORE,EXTRA LDFLAGS,OUT): compile the shim with
+# that httpd's apxs and link it with the Rust core into OUT.
+define apxs_link
+	@mkdir -p $(2)
+	rm -rf $(2)/*
+	cp $(SHIM_SRC) $(2)/
+	cd $(2) && $(1) -c -o mod_proxy_wstunnel.la \
+	    -I$(CURDIR)/c_shim -I$(CURDIR)/c_shim/include $(SHIM_CFLAGS) \
+	    -Wl,-Wl,--version-script=$(CURDIR)/apxs/exports.map $(4) \
+	    $(notdir $(SHIM_SRC)) $(CURDIR)/$(3) >build.log 2>&1 \
 	    || { cat build.log; exit 1; }
-	@grep -i warning $(BUILD)/obj/build.log || true
-	cp $(BUILD)/obj/.libs/mod_proxy_wstunnel.so $(SO).tmp && mv -f $(SO).tmp $(SO)
-	@echo "built $(SO)"
+	@grep -i warning $(2)/build.log | grep -v 'Linking the shared library' || true
+	cp $(2)/.libs/mod_proxy_wstunnel.so $(5).tmp && mv -f $(5).tmp $(5)
+	@echo "built $(5) with $(1)"
+endef
+
+# Changes (and so rebuilds the module) when another apxs is named.
+$(BUILD)/apxs.stamp: FORCE
+	@mkdir -p $(@D); echo '$(APXS)' | cmp -s - $@ 2>/dev/null || echo '$(APXS)' > $@
+FORCE:
+
+$(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map Makefile $(BUILD)/apxs.stamp
+	$(call apxs_link,$(APXS),$(BUILD)/obj,$(CORE),$(WRAP_MEMCPY),$(SO))
 
 install: $(SO)
 	$(APXS) -i -n proxy_wstunnel $(SO)
 
 glibc-check: $(SO)
-	sh apxs/check-so.sh $(SO)
+	sh apxs/check-so.sh $(SO) $(APXS)
+	sh apxs/check-api.sh $(SO)
 
 unit:
 	$(CARGO) test --lib

@@ -20,17 +20,16 @@
 #define WST_HAVE_CONN_CREATE_EX AP_MODULE_MAGIC_AT_LEAST(20120211, 71)
 /* ap_proxy_canonenc_ex(): 2.4.56. */
 #define WST_HAVE_CANONENC_EX AP_MODULE_MAGIC_AT_LEAST(20120211, 127)
-/* ap_scan_vchar_obstext(): 2.4.24. */
-#define WST_HAVE_SCAN_VCHAR AP_MODULE_MAGIC_AT_LEAST(20120211, 67)
 /* conn_rec->master (HTTP/2 secondary connections): 2.4.17. */
 #define WST_HAVE_CONN_MASTER AP_MODULE_MAGIC_AT_LEAST(20120211, 52)
 /* ProxyAddHeaders (proxy_dir_conf->add_forwarded_headers): every 2.4. */
 #define WST_HAVE_ADD_FORWARDED WST_HTTPD_24
-/* ap_proxy_port_of_scheme(): 2.4.8 (knows ws/wss from 2.4.34). */
-#define WST_HAVE_PROXY_PORT_OF_SCHEME AP_MODULE_MAGIC_AT_LEAST(20120211, 31)
-
 /* ap_get_conn_socket(): 2.3.13; 2.2 keeps the socket in core's conn_config. */
-#if AP_MODULE_MAGIC_AT_LEAST(20110605, 2)
+#define WST_HAVE_CONN_SOCKET AP_MODULE_MAGIC_AT_LEAST(20110605, 2)
+/* ap_cstr_casecmp(), ap_cstr_casecmpn(): 2.4.21. */
+#define WST_HAVE_CSTR_CASECMP AP_MODULE_MAGIC_AT_LEAST(20120211, 61)
+
+#if WST_HAVE_CONN_SOCKET
 #define WST_CONN_SOCKET(c) ap_get_conn_socket(c)
 #else
 #define WST_CONN_SOCKET(c) \
@@ -39,20 +38,37 @@
 
 #if WST_HTTPD_24
 #define WST_CLIENT_IP(r) ((r)->useragent_ip)
+#else
+#define WST_CLIENT_IP(r) ((r)->connection->remote_ip)
+#endif
+
+#if WST_HAVE_CSTR_CASECMP
 #define WST_CASECMP(a, b) ap_cstr_casecmp((a), (b))
 #define WST_CASECMPN(a, b, n) ap_cstr_casecmpn((a), (b), (n))
 #else
-#define WST_CLIENT_IP(r) ((r)->connection->remote_ip)
 #define WST_CASECMP(a, b) strcasecmp((a), (b))
 #define WST_CASECMPN(a, b, n) strncasecmp((a), (b), (n))
 #endif
 
-#if !AP_MODULE_MAGIC_AT_LEAST(20120211, 61)
-/* ap_cstr_casecmp() appeared in 2.4.21. */
-#undef WST_CASECMP
-#undef WST_CASECMPN
-#define WST_CASECMP(a, b) strcasecmp((a), (b))
-#define WST_CASECMPN(a, b, n) strncasecmp((a), (b), (n))
+/* apr_time_from_msec(): APR 1.4.0 (CentOS 6 has APR 1.3.9). */
+#define WST_TIME_FROM_MSEC(ms) ((apr_interval_time_t)(ms) * 1000)
+
+#if !WST_HTTPD_24
+/* The 2.2 floor is CentOS 6: httpd 2.2.15 on APR 1.3.9 and APR-util 1.3.9.
+ * Against those headers a call to something newer is only an implicit
+ * declaration (a warning by default) and the module then fails to load with
+ * "undefined symbol". Newer functions and macros that the 2.4 path uses or
+ * that are easy to reach for are poisoned here, so such a call is a compile
+ * error on every 2.2 build. apxs/api-httpd22.txt lists what the 2.2 path may
+ * use and apxs/api-newer.txt what it must not; apxs/check-api.sh checks both
+ * in CI, where only 2.4 headers exist. */
+#pragma GCC poison apr_time_from_msec apr_table_getm apr_socket_atreadeof
+#pragma GCC poison apr_pollcb_wakeup apr_skiplist_init
+#pragma GCC poison ap_get_conn_socket ap_cstr_casecmp ap_cstr_casecmpn
+#pragma GCC poison ap_proxy_connection_create_ex ap_proxy_canonenc_ex
+#pragma GCC poison ap_proxy_port_of_scheme proxy_hook_check_trans
+#pragma GCC poison ap_log_cserror ap_log_data ap_state_query
+#pragma GCC poison ap_mpm_register_timed_callback ap_log_error_ ap_log_rerror_
 #endif
 
 #endif /* WST_COMPAT_H */

@@ -104,8 +104,8 @@ int wst_drain_should_stop(void *vctx)
         /* A moment spread over the window but its end, which is left for
          * the Close handshakes: 10% of it, and at least a few of the
          * tunnel's ticks (should_stop is asked every 250 ms). */
-        apr_interval_time_t margin = d->window / 10 > apr_time_from_msec(600)
-                                     ? d->window / 10 : apr_time_from_msec(600);
+        apr_interval_time_t margin = d->window / 10 > WST_TIME_FROM_MSEC(600)
+                                     ? d->window / 10 : WST_TIME_FROM_MSEC(600);
         apr_interval_time_t span = d->window - margin;
         d->moment = stopping_since
                     + (apr_interval_time_t)((apr_uint64_t)d->seed

@@ -289,6 +289,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     conn_rec *c = r->connection;
     conn_rec *backconn = backend->connection;
     apr_socket_t *client_sock = WST_CONN_SOCKET(c);
+    int *client_fd;
     /* The tunnel's state lives in the request pool, not on this thread's
      * stack: the pool's current block usually has room for it, while stack
      * pages touched once stay resident with the thread for the tunnel's
@@ -306,7 +307,7 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     c->keepalive = AP_CONN_CLOSE;
     backconn->keepalive = AP_CONN_CLOSE;
 
-    int *client_fd = wst_own_fd(r->pool, client_sock);
+    client_fd = wst_own_fd(r->pool, client_sock);
 
     wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
                       &t->client);

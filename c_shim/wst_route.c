@@ -115,6 +115,10 @@ int wst_canon(request_rec *r, char *url)
 {
     int scheme;
     char *unmangled = wst_unmangle_rewrite(r, url);
+    const char *scheme_str;
+    char *host, *path, *search = NULL, sport[8];
+    const char *err;
+    apr_port_t port, def_port;
 
     if (unmangled) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(030)
@@ -123,10 +127,6 @@ int wst_canon(request_rec *r, char *url)
         url = unmangled;
     }
     scheme = wst_scheme_of(url);
-    const char *scheme_str;
-    char *host, *path, *search = NULL, sport[8];
-    const char *err;
-    apr_port_t port, def_port;
 
     if (!scheme || wst_hand_over_to_proxy_http(r)) {
         return DECLINED;
