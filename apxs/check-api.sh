@@ -95,6 +95,11 @@ for f in "$shim"/*.c "$shim"/*.h; do
     [ -z "$out" ] || { echo "$out" | sed 's/^/FAIL /'; src_fail=1; fail=1; }
 done
 [ $src_fail = 0 ] && ok "c_shim: every name of api-newer.txt stands under its guard"
+# C that gcc 12 accepts under -std=gnu89 (the flag every build here uses) but
+# CentOS 6's gcc 4.4.7 does not: C11 keywords, the newer builtins and attributes.
+newc=$(grep -n -E '_Static_assert|_Generic|_Alignof|_Alignas|_Noreturn|_Thread_local|__auto_type|__has_include|__builtin_[a-z]+_overflow|__attribute__[[:space:]]*\(\([[:space:]]*(fallthrough|no_sanitize|nonstring)' \
+       "$shim"/*.c "$shim"/*.h 2>/dev/null | sed "s|^$shim/||" | head -5)
+[ -z "$newc" ] && ok "c_shim: no C that gcc 4.4.7 (CentOS 6) lacks" || bad "c_shim uses C that gcc 4.4.7 lacks: $newc"
 poisoned=$(sed -n 's/^#pragma GCC poison //p' "$shim/wst_compat.h" | tr ' ' '\n')
 unp=
 for n in $(names "$newer"); do echo "$poisoned" | grep -qx "$n" || unp="$unp $n"; done

@@ -24,6 +24,10 @@
 #define WST_HAVE_CONN_MASTER AP_MODULE_MAGIC_AT_LEAST(20120211, 52)
 /* ProxyAddHeaders (proxy_dir_conf->add_forwarded_headers): every 2.4. */
 #define WST_HAVE_ADD_FORWARDED WST_HTTPD_24
+/* ap_proxy_connection_create() sets the "proxy-request-hostname" note that
+ * mod_ssl checks the backend's certificate name against (and sends as SNI)
+ * from the worker's ssl_hostname: every 2.4. On 2.2 the caller sets it. */
+#define WST_CONN_CREATE_NOTES_HOSTNAME WST_HTTPD_24
 /* ap_get_conn_socket(): 2.3.13; 2.2 keeps the socket in core's conn_config. */
 #define WST_HAVE_CONN_SOCKET AP_MODULE_MAGIC_AT_LEAST(20110605, 2)
 /* ap_cstr_casecmp(), ap_cstr_casecmpn(): 2.4.21. */

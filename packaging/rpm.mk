@@ -3,7 +3,8 @@
 # SHIM_SRC, SHIM_HDR, I686_SO, I686_CORE, I386_ROOT).
 #
 #   make rpm          $(RPM_DIR)/x86_64/*.rpm   from $(SO), built against $(APXS)'s headers
-#                     $(RPM_DIR)/i686/*.rpm     from $(I686_SO) (when scripts/setup-i686.sh ran)
+#                     $(RPM_DIR)/i686/*.rpm     from $(I686_SO) (when scripts/setup-i686.sh ran),
+#                                 built with APXS_I686's httpd (else Debian's i386 2.4)
 #                     $(RPM_DIR)/SRPMS/*.src.rpm  C shim + prebuilt Rust cores, rebuilds
 #                                                 on EL with gcc + httpd-devel, no Rust
 #                     $(RPM_DIR)/repo/          the binary RPMs + createrepo_c metadata
@@ -11,7 +12,9 @@
 #
 # RPM_DIR is $(BUILD)/rpm, so `make rpm APXS=/path/to/httpd-2.2/bin/apxs
 # BUILD=build/httpd22` writes an httpd 2.2 (EL6) package set to
-# build/httpd22/rpm without touching build/rpm. The ABI of each binary RPM
+# build/httpd22/rpm without touching build/rpm; with APXS_I686=<the i686
+# httpd's apxs> the set has the i686 package too:
+#   make rpm APXS=/opt/el6-x86_64/bin/apxs APXS_I686=/opt/el6-i686/bin/apxs BUILD=build/el6 The ABI of each binary RPM
 # (Release .httpd22/.httpd24, Requires httpd-mmn) is read from the .so itself
 # and must agree with the headers it was built against.
 # Needs (Debian): rpm, rpm2cpio, createrepo-c, cpio, file, binutils.
@@ -36,7 +39,7 @@ RPM_DEFINES  := --define '_build_id_links none' --define '_binary_payload w9.gzd
                 --define '_source_filedigest_algorithm 8'
 # Headers each arch's .so was built against (for the version and MMN cross-check).
 RPM_INC_x86_64 = $(shell $(APXS) -q INCLUDEDIR 2>/dev/null)
-RPM_INC_i686   = $(I386_ROOT)/usr/include/apache2
+RPM_INC_i686   = $(if $(I686_APXS),$(shell $(I686_APXS) -q INCLUDEDIR 2>/dev/null),$(I386_ROOT)/usr/include/apache2)
 RPM_SO_x86_64  = $(SO)
 RPM_SO_i686    = $(I686_SO)
 RPM_CORE_x86_64 = $(CORE)
@@ -92,11 +95,13 @@ rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs
 	cp -p README.md $$st/; cp -p $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh $$st/packaging/; \
 	{ echo "Prebuilt Rust core of mod_proxy_wstunnel $(RPM_VERSION), made by 'make rpm'"; \
 	  echo "source: $$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock build.rs c_shim/include 2>/dev/null || echo ' (with uncommitted changes)')"; \
-	  echo "profile: release (panic=abort, lto), no_std; debug info stripped"; } > $$st/core-BUILD-INFO; \
+	  echo "profile: release (panic=abort, lto), no_std; debug info and the .llvmbc, .llvmcmd, .llvm_addrsig sections stripped (apxs/check-archive.sh)"; } > $$st/core-BUILD-INFO; \
 	for a in $(RPM_CORES); do \
 	    case $$a in x86_64) src=$(CORE); rc="$$(rustc -V 2>/dev/null)";; i686) src=$(I686_CORE); rc="$$($(I686_RUSTC) -V 2>/dev/null)";; esac; \
 	    mkdir -p $$st/core/$$a; cp $$src $$st/core/$$a/libwstunnel_core.a; \
 	    strip --strip-debug $$st/core/$$a/libwstunnel_core.a; \
+	    objcopy -R .llvmbc -R .llvmcmd -R .llvm_addrsig $$st/core/$$a/libwstunnel_core.a; \
+	    sh apxs/check-archive.sh $$st/core/$$a/libwstunnel_core.a $$a; \
 	    echo "core/$$a/libwstunnel_core.a: $$rc; sha256 $$(sha256sum < $$st/core/$$a/libwstunnel_core.a | cut -c1-64)" >> $$st/core-BUILD-INFO; \
 	done; \
 	epoch=$$(git log -1 --format=%ct 2>/dev/null || date +%s); \
@@ -120,6 +125,7 @@ rpm-repo: rpm-bin rpm-srpm
 
 rpm-check:
 	RPM_DIR=$(RPM_DIR) RPM_ARCHES="$(RPM_ARCHES)" RPM_CORES="$(RPM_CORES)" SO=$(SO) I686_SO=$(I686_SO) APXS=$(APXS) HTTPD=$(HTTPD) \
+	    $(if $(I686_APXS),APXS_I686=$(I686_APXS) HTTPD_I686=$(shell $(I686_APXS) -q SBINDIR)/$(shell $(I686_APXS) -q TARGET)) \
 	    bash packaging/check-rpm.sh
 
 rpm-clean:

@@ -20,6 +20,7 @@ step "unit tests (Rust core)" $CARGO test --lib
 step "clippy (no unwrap/expect/panic/indexing in the core)" $CARGO clippy --lib --release -- -D warnings
 step "static checks of $SO (against $APXS's httpd)" sh apxs/check-so.sh "$SO" "$APXS"
 step "httpd 2.2 API floor (apxs/api-httpd22.txt, api-newer.txt)" sh apxs/check-api.sh "$SO"
+step "Rust core archives vs CentOS 6's ld 2.20 (self-test)" sh apxs/check-archive.sh --self-test
 step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
     $CARGO test --release --no-fail-fast -- --test-threads=2
 
