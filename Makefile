@@ -18,7 +18,14 @@ BUILD := build
 CORE := target/release/libwstunnel_core.a
 SHIM_SRC := $(wildcard c_shim/*.c)
 SHIM_HDR := $(wildcard c_shim/*.h c_shim/include/*.h)
-RUST_SRC := $(shell find src -name '*.rs') Cargo.toml build.rs
+RUST_SRC := $(shell find src -name '*.rs' 2>/dev/null) Cargo.toml build.rs
+# A release tarball (the source RPM's mod_proxy_wstunnel-<version>.tar.gz)
+# has no src/ but the Rust core prebuilt for both arches: there `make` and
+# `make install` need only gcc and the httpd's apxs (CentOS 6: httpd-devel).
+ifeq ($(wildcard src/lib.rs),)
+CORE := core/$(shell uname -m | sed 's/^i[3-6]86$$/i686/')/libwstunnel_core.a
+PREBUILT_CORE := yes
+endif
 SO := $(BUILD)/mod_proxy_wstunnel.so
 # x86_64: route memcpy to its GLIBC_2.2.5 version (see c_shim/wst_glibc.c).
 comma := ,
@@ -31,8 +38,10 @@ all: $(SO)
 
 core: $(CORE)
 
+ifndef PREBUILT_CORE
 $(CORE): $(RUST_SRC) c_shim/include/wstunnel_core.h
 	$(CARGO) build --release --lib
+endif
 
 # Warnings as apxs builds the shim for every target. An implicit function
 # declaration is an error: against older headers (APR 1.3.9 on CentOS 6) a
@@ -92,5 +101,5 @@ bench: $(SO)
 clean:
 	rm -rf $(BUILD) target tests/e2e/target benches/target
 
-include scripts/i686.mk
-include packaging/rpm.mk
+-include scripts/i686.mk
+-include packaging/rpm.mk

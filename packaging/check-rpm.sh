@@ -16,15 +16,21 @@
 #               into (`httpd -t`), when its MMN matches the package's
 #   HTTPD_I686, APXS_I686  the same for i686 (default: build/i386-root/wst-*)
 #
-# For every binary RPM: name, version, arch, licence, gzip payload; Requires
-# (httpd >= 2.2.15, httpd-mmn matching the ABI in the .so's module record, no
-# rpmlib feature EL6's rpm 4.8 lacks, glibc <= 2.12 for httpd 2.2 packages);
-# the file list; the payload (ELF class and machine, byte-identical to the
-# tested .so, apxs/check-so.sh, the LoadModule line); installation with real
-# dependency resolution into a scratch rpm root holding a stand-in httpd
-# package (Provides httpd, httpd-mmn and glibc's sonames as EL6 / EL9 do), and
-# refusal next to the stand-in of the other httpd ABI; loading into a real
-# httpd when one matches. The repository metadata. The SRPM: its sources, the
+# First the stand-ins for EL6, EL7, EL8 and EL9's httpd packages: they must
+# provide exactly what the real ones do (each Provides line is copied from that
+# release's httpd.spec), and rpm must resolve httpd-mmn against them as yum
+# there would (a package requiring "httpd-mmn = 20051115-x86-64" is refused
+# next to EL6's httpd). For every binary RPM: name, version, arch, licence,
+# gzip payload; Requires (httpd >= 2.2.15, the httpd-mmn Red Hat's httpd
+# provides for the ABI in the .so's module record, no rpmlib feature EL6's rpm
+# 4.8 lacks, glibc <= 2.12 for httpd 2.2 packages); the file list; the payload
+# (ELF class and machine, byte-identical to the tested .so, apxs/check-so.sh,
+# the LoadModule line); dependency resolution next to each EL release's httpd
+# of its ABI (refused only for what that release really lacks: an httpd older
+# than the headers, an older glibc), installation into a scratch rpm root with
+# real dependency resolution, and refusal next to every EL release of the other
+# httpd ABI; loading into a real httpd when one matches. The repository
+# metadata. The SRPM: its sources, the
 # prebuilt Rust archives (arch, no relocations EL6's binutils 2.20 lacks), and
 # an `rpmbuild --rebuild` with apxs and gcc only (cargo and rustc poisoned).
 set -u
@@ -54,53 +60,153 @@ glibc_versions() {
 ver_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$2" ]; }
 rpmq() { rpm -qp --nosignature "$@" 2>/dev/null; }
 
-# ---- stand-in httpd packages --------------------------------------------
-# "httpd" for EL6 (2.2.15, MMN 20051115-x86-NN, glibc 2.12) or an EL9-like
-# httpd 2.4 (MMN 20120211xNN, glibc 2.34) of the version the package needs,
-# owning what the real one owns: the module and conf directories, and for 2.4
-# its own modules/mod_proxy_wstunnel.so and conf.modules.d/00-proxy.conf (so a
-# file conflict with httpd would show).
-fake_httpd() { # abi arch httpd-version -> path of the built rpm
-    local abi=$1 arch=$2 hv=$3 top=$tmp/fake-$1-$2 bits libdir glibc lib64 mmn v
-    [ "$arch" = x86_64 ] && { bits=64; libdir=/usr/lib64; lib64='(64bit)'; } || { bits=32; libdir=/usr/lib; lib64=; }
-    if [ "$abi" = httpd22 ]; then mmn=20051115; glibc=2.12; else mmn=20120211; glibc=2.34; fi
+# ---- stand-ins for the distributions' httpd and glibc ---------------------
+# One httpd stand-in per EL release, carrying exactly the Provides of that
+# release's httpd packages: the Provides lines of its own httpd.spec, copied
+# with the macros they use (the comment on each names the spec line), plus
+# what rpmbuild adds by itself, as it did for the real packages: N = V-R and
+# N(x86-64) / N(x86-32) = V-R for every arch package (rpm 4.8 build/pack.c,
+# addPackageProvides) and config(N) = V-R for a package with %config files
+# (build/rpmfc.c). The specs:
+#   el6  httpd-2.2.15-69  github.com/eurolinux-enterprise-linux-sources/httpd, branch el6, httpd.spec
+#   el7  httpd-2.4.6-90   the same repository, branch el7, httpd.spec
+#   el8  httpd-2.4.37-62  github.com/openela-main/httpd, branch el8-stream-2.4, SPECS/httpd.spec
+#   el9  httpd-2.4.57-5   github.com/openela-main/httpd, branch el9, SPECS/httpd.spec (EL9 now
+#        ships 2.4.62; the lines below are those of every EL9/Fedora httpd since 2.4.53, where
+#        httpd-core was split off and took httpd-mmn with it)
+# Not reproduced: EL6's rpm 4.8 also gave its httpd one "mod_<name>.so()(64bit)"
+# per module it ships (build/rpmfc.c: a soname provide for every DSO; EL7's
+# spec filters them, rpm >= 4.12 drops sonames not starting with "lib"). Their
+# list depends on that build and nothing requires them.
+# Each stand-in owns what the real one owns among the paths this package
+# touches: the module and conf directories and, for 2.4, its own
+# modules/mod_proxy_wstunnel.so and conf.modules.d/00-proxy.conf (so a file
+# conflict with httpd would show). EL7, EL8, EL9 ship no i686 httpd: on i686
+# their stand-ins are their specs built for i686, as Fedora did.
+el_httpd_version() { case $1 in el6) echo 2.2.15 ;; el7) echo 2.4.6 ;; el8) echo 2.4.37 ;; el9) echo 2.4.62 ;; esac; }
+el_glibc() { case $1 in el6) echo 2.12 ;; el7) echo 2.17 ;; el8) echo 2.28 ;; el9) echo 2.34 ;; esac; }
+abi_els() { [ "$1" = httpd22 ] && echo el6 || echo el7 el8 el9; }
+other_abi() { [ "$1" = httpd22 ] && echo httpd24 || echo httpd22; }
+el_name() { echo "EL${1#el}"; }
+standin_spec() { # el httpd-version libdir: the stand-in httpd.spec on stdout
+    local el=$1 hv=$2 libdir=$3 m=$3/httpd/modules
+    echo "Name: httpd"; echo "Version: $hv"; echo "Release: 0.wstcheck.$el"
+    echo "Summary: stand-in for $(el_name "$el")'s httpd (packaging/check-rpm.sh)"
+    echo "License: ASL 2.0"; echo "AutoReq: no"
+    case $el in
+    el6)
+        echo '%define mmn 20051115'                                                             # httpd.spec:3
+        echo 'Provides: webserver'                                                              # httpd.spec:182
+        echo 'Provides: mod_dav = %{version}-%{release}, httpd-suexec = %{version}-%{release}'  # httpd.spec:183
+        echo 'Provides: httpd-mmn = %{mmn}'                                                     # httpd.spec:184
+        ;;
+    el7)
+        echo '%define mmn 20120211'                                                             # httpd.spec:4
+        echo '%define oldmmnisa %{mmn}-%{__isa_name}-%{__isa_bits}'                             # httpd.spec:5
+        echo '%define mmnisa %{mmn}%{__isa_name}%{__isa_bits}'                                  # httpd.spec:6
+        echo 'Provides: webserver'                                                              # httpd.spec:235
+        echo 'Provides: mod_dav = %{version}-%{release}, httpd-suexec = %{version}-%{release}'  # httpd.spec:236
+        echo 'Provides: httpd-mmn = %{mmn}, httpd-mmn = %{mmnisa}, httpd-mmn = %{oldmmnisa}'    # httpd.spec:237
+        ;;
+    el8)
+        echo '%define mmn 20120211'                                                             # SPECS/httpd.spec:4
+        echo '%define mmnisa %{mmn}%{__isa_name}%{__isa_bits}'                                  # SPECS/httpd.spec:5
+        echo 'Provides: webserver'                                                              # SPECS/httpd.spec:269
+        echo 'Provides: mod_dav = %{version}-%{release}, httpd-suexec = %{version}-%{release}'  # SPECS/httpd.spec:270
+        echo 'Provides: httpd-mmn = %{mmn}, httpd-mmn = %{mmnisa}'                              # SPECS/httpd.spec:271
+        ;;
+    el9)
+        echo '%define mmn 20120211'                                                             # SPECS/httpd.spec:4
+        echo '%define mmnisa %{mmn}%{__isa_name}%{__isa_bits}'                                  # SPECS/httpd.spec:5
+        echo 'Provides: webserver'                                                              # SPECS/httpd.spec:132
+        echo '%description'; echo 'Stand-in.'
+        echo '%package core'; echo 'Summary: stand-in for httpd-core'                           # SPECS/httpd.spec:143
+        echo 'Provides: mod_dav = %{version}-%{release}, httpd-suexec = %{version}-%{release}'  # SPECS/httpd.spec:145
+        echo 'Provides: httpd-mmn = %{mmn}, httpd-mmn = %{mmnisa}'                              # SPECS/httpd.spec:146
+        echo 'Provides: mod_proxy_uwsgi = %{version}-%{release}'                                # SPECS/httpd.spec:147
+        echo '%description core'; echo 'Stand-in.'
+        ;;
+    esac
+    [ $el = el9 ] || { echo '%description'; echo 'Stand-in.'; }
+    # EL8 and EL9: httpd-filesystem (noarch) owns /etc/httpd and conf.d.
+    case $el in el8|el9)
+        echo '%package filesystem'; echo 'Summary: stand-in for httpd-filesystem'; echo 'BuildArch: noarch'
+        echo '%description filesystem'; echo 'Stand-in.' ;;
+    esac
+    echo '%install'
+    echo "mkdir -p %{buildroot}$m %{buildroot}/etc/httpd/conf.d %{buildroot}/etc/httpd/conf"
+    echo "echo 'ServerRoot \"/etc/httpd\"' > %{buildroot}/etc/httpd/conf/httpd.conf"
+    if [ $el != el6 ]; then
+        echo "mkdir -p %{buildroot}/etc/httpd/conf.modules.d"
+        echo "echo stock > %{buildroot}$m/mod_proxy_wstunnel.so"
+        echo "printf 'LoadModule proxy_module modules/mod_proxy.so\nLoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so\n' > %{buildroot}/etc/httpd/conf.modules.d/00-proxy.conf"
+    fi
+    [ $el = el9 ] && echo "echo 'LoadModule systemd_module modules/mod_systemd.so' > %{buildroot}/etc/httpd/conf.modules.d/00-systemd.conf"
+    case $el in
+    el6|el7) echo '%files'; echo '%dir /etc/httpd'; echo '%dir /etc/httpd/conf.d' ;;
+    el8) echo '%files filesystem'; echo '%dir /etc/httpd'; echo '%dir /etc/httpd/conf.d'; echo '%files' ;;
+    el9) echo '%files filesystem'; echo '%dir /etc/httpd'; echo '%dir /etc/httpd/conf.d'
+         echo '%files'; echo '%config(noreplace) /etc/httpd/conf.modules.d/00-systemd.conf'; echo '%files core' ;;
+    esac
+    echo '%dir /etc/httpd/conf'; echo '%config(noreplace) /etc/httpd/conf/httpd.conf'
+    echo "%dir $libdir/httpd"; echo "%dir $m"
+    if [ $el != el6 ]; then
+        echo '%dir /etc/httpd/conf.modules.d'; echo '%config(noreplace) /etc/httpd/conf.modules.d/00-proxy.conf'
+        echo "$m/mod_proxy_wstunnel.so"
+    fi
+}
+build_standin() { # dir arch, spec text on stdin -> paths of the built rpms
+    local top=$1 arch=$2
     if ! ls "$top"/RPMS/*/*.rpm >/dev/null 2>&1; then
-        mkdir -p "$top"
-        {
-            echo "Name: httpd"; echo "Version: $hv"; echo "Release: 0.wstcheck"
-            echo "Summary: stand-in for the distribution's httpd (packaging/check-rpm.sh)"
-            echo "License: Apache-2.0"; echo "AutoReqProv: no"
-            echo "Provides: httpd-mmn = $mmn"
-            if [ "$abi" = httpd22 ]; then
-                echo "Provides: httpd-mmn = $mmn-x86-$bits"
-            else
-                echo "Provides: httpd-mmn = ${mmn}x86$bits"
-            fi
-            echo "Provides: libc.so.6()$lib64, rtld(GNU_HASH)"
-            [ -z "$lib64" ] && echo "Provides: libc.so.6"
-            glibc_versions "$arch" | while read -r v; do
-                ver_le "$v" "$glibc" && echo "Provides: libc.so.6(GLIBC_$v)$lib64"
-            done
-            echo "%description"; echo "Stand-in httpd $hv for dependency checks."
-            echo "%install"
-            echo "mkdir -p %{buildroot}$libdir/httpd/modules %{buildroot}/etc/httpd/conf.d"
-            if [ "$abi" = httpd24 ]; then
-                echo "mkdir -p %{buildroot}/etc/httpd/conf.modules.d"
-                echo "echo stock > %{buildroot}$libdir/httpd/modules/mod_proxy_wstunnel.so"
-                echo "printf 'LoadModule proxy_module modules/mod_proxy.so\nLoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so\n' > %{buildroot}/etc/httpd/conf.modules.d/00-proxy.conf"
-            fi
-            echo "%files"
-            echo "%dir /etc/httpd"; echo "%dir /etc/httpd/conf.d"; echo "%dir $libdir/httpd"; echo "%dir $libdir/httpd/modules"
-            if [ "$abi" = httpd24 ]; then
-                echo "%dir /etc/httpd/conf.modules.d"; echo "/etc/httpd/conf.modules.d/00-proxy.conf"
-                echo "$libdir/httpd/modules/mod_proxy_wstunnel.so"
-            fi
-        } > "$top/httpd.spec"
+        mkdir -p "$top"; cat > "$top/s.spec"
+        # EL7's "httpd-mmn = 20120211-x86-64" and the probes' values are
+        # versions rpm >= 4.14 calls invalid (a second '-'); EL7's rpm took them.
         rpmbuild -bb --quiet --target "$arch" --define "_topdir $top" --define '_build_id_links none' \
             --define '_wrong_version_format_terminate_build 0' \
-            "$top/httpd.spec" > "$top/log" 2>&1 || { cat "$top/log" >&2; return 1; }
+            "$top/s.spec" > "$top/log" 2>&1 || { cat "$top/log" >&2; return 1; }
+    else
+        cat > /dev/null
     fi
     ls "$top"/RPMS/*/*.rpm
+}
+fake_httpd() { # el arch [httpd-version] -> paths of the stand-in httpd rpms (one a line)
+    local el=$1 arch=$2 hv=${3:-$(el_httpd_version "$1")} libdir
+    [ "$arch" = x86_64 ] && libdir=/usr/lib64 || libdir=/usr/lib
+    standin_spec "$el" "$hv" "$libdir" | build_standin "$tmp/httpd-$el-$arch-$hv" "$arch"
+}
+fake_glibc() { # el arch -> path of a glibc stand-in: libc.so.6's symbol versions up to that EL's glibc
+    local el=$1 arch=$2 glibc lib64= v
+    glibc=$(el_glibc "$el"); [ "$arch" = x86_64 ] && lib64='(64bit)'
+    {
+        echo "Name: glibc"; echo "Version: $glibc"; echo "Release: 0.wstcheck.$el"
+        echo "Summary: stand-in for $(el_name "$el")'s glibc (packaging/check-rpm.sh)"; echo "License: LGPLv2+"
+        echo "AutoReqProv: no"
+        echo "Provides: libc.so.6()$lib64, rtld(GNU_HASH)"
+        [ -z "$lib64" ] && echo "Provides: libc.so.6"
+        glibc_versions "$arch" | while read -r v; do
+            ver_le "$v" "$glibc" && echo "Provides: libc.so.6(GLIBC_$v)$lib64"
+        done
+        echo "%description"; echo "Stand-in."; echo "%files"
+    } | build_standin "$tmp/glibc-$el-$arch" "$arch"
+}
+# What each stand-in must provide, written out by hand (V-R: its own).
+standin_expected() { # el arch -> "package: provides, ..." lines
+    local el=$1 isa=x86-32 bits=32
+    [ "$2" = x86_64 ] && { isa=x86-64; bits=64; }
+    case $el in
+    el6) echo "httpd: config(httpd) = V-R, httpd = V-R, httpd($isa) = V-R, httpd-mmn = 20051115, httpd-suexec = V-R, mod_dav = V-R, webserver" ;;
+    el7) echo "httpd: config(httpd) = V-R, httpd = V-R, httpd($isa) = V-R, httpd-mmn = 20120211, httpd-mmn = 20120211-x86-$bits, httpd-mmn = 20120211x86$bits, httpd-suexec = V-R, mod_dav = V-R, webserver" ;;
+    el8) echo "httpd: config(httpd) = V-R, httpd = V-R, httpd($isa) = V-R, httpd-mmn = 20120211, httpd-mmn = 20120211x86$bits, httpd-suexec = V-R, mod_dav = V-R, webserver"
+         echo "httpd-filesystem: httpd-filesystem = V-R" ;;
+    el9) echo "httpd: config(httpd) = V-R, httpd = V-R, httpd($isa) = V-R, webserver"
+         echo "httpd-core: config(httpd-core) = V-R, httpd-core = V-R, httpd-core($isa) = V-R, httpd-mmn = 20120211, httpd-mmn = 20120211x86$bits, httpd-suexec = V-R, mod_dav = V-R, mod_proxy_uwsgi = V-R"
+         echo "httpd-filesystem: httpd-filesystem = V-R" ;;
+    esac
+}
+probe_rpm() { # arch httpd-mmn-value -> a package that requires only that
+    local arch=$1 val=$2
+    printf 'Name: wst-probe\nVersion: 1\nRelease: 1\nSummary: probe\nLicense: MIT\nAutoReqProv: no\nRequires: httpd-mmn = %s\n%%description\nprobe\n%%files\n' "$val" \
+        | build_standin "$tmp/probe-$arch-$val" "$arch"
 }
 new_root() { # dir -> an empty rpm database there
     rm -rf "$1"; mkdir -p "$1"
@@ -169,7 +275,7 @@ load_test() { # label abi arch path-of-.so path-of-conf-file
 check_binary() { # pkg expected-arch built-so(optional) label
     local pkg arch=$2 built=$3 label=$4 x=$tmp/x-$RANDOM q name ver rel parch lic pc reqs
     pkg=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-    local info mmn mmnisa abi cookie moddir sofile confdir conffile files f bad_rpmlib r hv
+    local info mmn mmnisa abi cookie bits moddir sofile confdir conffile files f bad_rpmlib r hv want_mmn why
     q=$(rpmq --qf '%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}|%{LICENSE}|%{PAYLOADCOMPRESSOR}|%{URL}|%{SUMMARY}' "$pkg")
     IFS='|' read -r name ver rel parch lic pc url summary <<< "$q"
     [ "$name" = mod_proxy_wstunnel ] && [ "$ver" = "$version" ] && [ "$parch" = "$arch" ] \
@@ -229,8 +335,12 @@ $moddir/$sofile"
     # Requires.
     reqs=$(rpmq --requires "$pkg")
     echo "$reqs" | grep -qx 'httpd >= 2.2.15' && ok "$label: Requires httpd >= 2.2.15" || bad "$label: no 'httpd >= 2.2.15' in: $(echo $reqs)"
-    echo "$reqs" | grep -qx "httpd-mmn = $mmnisa" && ok "$label: Requires httpd-mmn = $mmnisa (the .so's ABI)" \
-        || bad "$label: Requires has $(echo "$reqs" | grep httpd-mmn | tr '\n' ' '), the .so needs httpd-mmn = $mmnisa"
+    # The httpd-mmn value Red Hat's httpd really provides for the .so's ABI:
+    # EL6 the plain MMN, EL7/EL8/EL9 their %{mmnisa} (MMN, x86, 64 or 32).
+    if [ "$abi" = httpd22 ]; then want_mmn=$mmn; why="what EL6's httpd provides, plain"
+    else want_mmn=${mmn}x86$bits; why="the %{mmnisa} EL7, EL8 and EL9's httpd provide"; fi
+    echo "$reqs" | grep -qx "httpd-mmn = $want_mmn" && ok "$label: Requires httpd-mmn = $want_mmn ($why)" \
+        || bad "$label: Requires $(echo "$reqs" | grep httpd-mmn | tr '\n' ' ')but a $abi module needs httpd-mmn = $want_mmn ($why)"
     [ "$(echo "$reqs" | grep -c '^httpd-mmn')" = 1 ] || bad "$label: more than one httpd-mmn requirement"
     bad_rpmlib=
     for r in $(echo "$reqs" | sed -n 's/^rpmlib(\([^)]*\)).*/\1/p'); do
@@ -250,14 +360,48 @@ $moddir/$sofile"
     [ "$abi" = httpd24 ] && ! ver_le "$hv" 2.4.62 \
         && note "$label: requires httpd >= $hv (its headers); EL9 ships 2.4.62, EL8 2.4.37, EL7 2.4.6: there, rebuild the SRPM"
 
-    # Install into a scratch root next to a stand-in httpd, with dependencies.
-    local fake other r0 out
-    fake=$(fake_httpd "$abi" "$arch" "$( [ "$abi" = httpd22 ] && echo 2.2.15 || echo "$hv")") \
+    # Next to each EL release's httpd of its ABI (the stand-ins, with their
+    # real Provides): httpd-mmn must resolve, and rpm may refuse it only for
+    # what that release really lacks (an httpd older than the headers, an
+    # older glibc), as yum there would.
+    local el ev fake glibc other r0 out unmet u v extra newest fv
+    r0=$tmp/root-$RANDOM
+    for el in $(abi_els "$abi"); do
+        ev=$(el_httpd_version "$el")
+        fake=$(fake_httpd "$el" "$arch") && glibc=$(fake_glibc "$el" "$arch") \
+            || { bad "$label: could not build the $(el_name "$el") stand-ins"; continue; }
+        new_root "$r0"
+        if ! out=$(rpmr "$r0" -i $glibc $fake 2>&1); then bad "$label: $(el_name "$el") stand-ins did not install: $out"; continue; fi
+        if out=$(rpmr "$r0" -i --test "$pkg" 2>&1); then
+            ok "$label: installs next to $(el_name "$el")'s httpd $ev and glibc $(el_glibc "$el") (stand-ins): httpd-mmn = $want_mmn resolves"
+            continue
+        fi
+        unmet=$(echo "$out" | sed -n 's/^[[:space:]]*\(.*\) is needed by .*/\1/p')
+        extra=
+        while read -r u; do
+            case $u in
+                "httpd >= "*) ver_le "${u#httpd >= }" "$ev" && extra="$extra, $u" ;;
+                "libc.so.6(GLIBC_"*) v=${u#*GLIBC_}; v=${v%%)*}; ver_le "$v" "$(el_glibc "$el")" && extra="$extra, $u" ;;
+                *) extra="$extra, $u" ;;
+            esac
+        done <<< "$unmet"
+        if [ -n "$unmet" ] && [ -z "$extra" ]; then
+            ok "$label: refused next to $(el_name "$el")'s httpd $ev, as yum there would, only for $(echo "$unmet" | paste -sd, | sed 's/,/, /g'); httpd-mmn = $want_mmn resolves"
+        else
+            bad "$label: next to $(el_name "$el")'s httpd $ev (stand-in): unmet ${extra#, }: $(echo $out | head -c 300)"
+        fi
+    done
+
+    # Install into a scratch root, with dependencies, next to the newest EL
+    # release's httpd of its ABI, at the version the package needs if newer.
+    newest=$(abi_els "$abi"); newest=${newest##* }
+    fv=$(el_httpd_version "$newest"); ver_le "$hv" "$fv" || fv=$hv
+    fake=$(fake_httpd "$newest" "$arch" "$fv") && glibc=$(fake_glibc "$newest" "$arch") \
         || { bad "$label: could not build the stand-in httpd"; return; }
-    r0=$tmp/root-$RANDOM; new_root "$r0"
-    if ! out=$(rpmr "$r0" -i "$fake" 2>&1); then bad "$label: stand-in httpd did not install: $out"; return; fi
+    new_root "$r0"
+    if ! out=$(rpmr "$r0" -i $glibc $fake 2>&1); then bad "$label: stand-in httpd did not install: $out"; return; fi
     if out=$(rpmr "$r0" -i "$pkg" 2>&1); then
-        ok "$label: installs into a scratch root next to httpd $(rpmr "$r0" -q --qf '%{VERSION}' httpd) (httpd-mmn, glibc sonames resolved, no --nodeps, no file conflict)"
+        ok "$label: installs into a scratch root next to $(el_name "$newest")'s $(rpmr "$r0" -qa --qf '%{NAME}\n' 'httpd*' | sort | paste -sd' ') (stand-ins at $fv) (httpd-mmn, glibc sonames resolved, no --nodeps, no file conflict)"
     else
         bad "$label: rpm -i next to the stand-in httpd: $(echo $out | head -c 400)"; return
     fi
@@ -270,23 +414,64 @@ $moddir/$sofile"
     out=$(rpmr "$r0" -V mod_proxy_wstunnel 2>&1) && ok "$label: rpm -V clean" || bad "$label: rpm -V: $out"
     out=$(rpmr "$r0" -e mod_proxy_wstunnel 2>&1) && [ ! -e "$r0$moddir/$sofile" ] && [ ! -e "$r0$confdir/$conffile" ] \
         && ok "$label: rpm -e removes it" || bad "$label: rpm -e: $out"
-    # ... and refused next to the other httpd.
-    if [ "$abi" = httpd22 ]; then other=$(fake_httpd httpd24 "$arch" 2.4.62); else other=$(fake_httpd httpd22 "$arch" 2.2.15); fi
-    new_root "$r0"; rpmr "$r0" -i "$other" >/dev/null 2>&1
-    if out=$(rpmr "$r0" -i --test "$pkg" 2>&1); then
-        bad "$label: installs next to the other httpd ABI ($(basename "$other")): the httpd-mmn requirement does not gate it"
-    elif echo "$out" | grep -q 'httpd-mmn'; then
-        ok "$label: refused next to httpd $(rpmr "$r0" -q --qf '%{VERSION}' httpd) (needs httpd-mmn = $mmnisa)"
-    else
-        bad "$label: refused next to the other httpd, but not for httpd-mmn: $(echo $out | head -c 300)"
-    fi
+    # ... and refused, for httpd-mmn, next to every EL release of the other ABI.
+    for el in $(abi_els "$(other_abi "$abi")"); do
+        ev=$(el_httpd_version "$el")
+        other=$(fake_httpd "$el" "$arch") && glibc=$(fake_glibc "$el" "$arch") \
+            || { bad "$label: could not build the $(el_name "$el") stand-ins"; continue; }
+        new_root "$r0"; rpmr "$r0" -i $glibc $other >/dev/null 2>&1
+        if out=$(rpmr "$r0" -i --test "$pkg" 2>&1); then
+            bad "$label: installs next to $(el_name "$el")'s httpd $ev (the other ABI): the httpd-mmn requirement does not gate it"
+        elif echo "$out" | grep -q "httpd-mmn = $want_mmn is needed"; then
+            ok "$label: refused next to $(el_name "$el")'s httpd $ev (the other ABI): it provides no httpd-mmn = $want_mmn"
+        else
+            bad "$label: refused next to $(el_name "$el")'s httpd $ev, but not for httpd-mmn: $(echo $out | head -c 300)"
+        fi
+    done
     rm -rf "$r0"
     load_test "$label" "$abi" "$arch" "$x$moddir/$sofile" "$x$confdir/$conffile"
 }
 
-# ---- the binary RPMs ------------------------------------------------------
 [ -d "$RPM_DIR" ] || { bad "$RPM_DIR does not exist: run make rpm"; exit 1; }
 arches=${RPM_ARCHES:-$(for a in x86_64 i686; do [ -d "$RPM_DIR/$a" ] && echo $a; done)}
+
+# ---- the stand-ins ----------------------------------------------------------
+# Each provides exactly what standin_expected says (what the real packages
+# provide), and rpm resolves httpd-mmn against it as yum on that release
+# would: a probe package requiring "httpd-mmn = X" installs where the release
+# provides exactly X and nowhere else (so 20051115-x86-64, which no EL6 httpd
+# provides, is refused next to EL6's).
+for arch in $arches; do
+    bits=32; [ "$arch" = x86_64 ] && bits=64
+    for el in el6 el7 el8 el9; do
+        E=$(el_name "$el")
+        if ! f=$(fake_httpd "$el" "$arch") || ! g=$(fake_glibc "$el" "$arch"); then
+            bad "stand-in $E httpd ($arch) did not build"; continue
+        fi
+        while IFS= read -r line; do
+            name=${line%%: *}; want=$(echo "${line#*: }" | sed 's/, /\n/g' | LC_ALL=C sort | paste -sd, | sed 's/,/, /g')
+            p=; for x in $f; do [ "$(rpmq --qf '%{NAME}' "$x")" = "$name" ] && p=$x; done
+            [ -n "$p" ] || { bad "stand-in $E ($arch): no $name package"; continue; }
+            vr=$(rpmq --qf '%{VERSION}-%{RELEASE}' "$p")
+            got=$(rpmq --provides "$p" | sed "s/ = $vr\$/ = V-R/" | LC_ALL=C sort | paste -sd, | sed 's/,/, /g')
+            [ "$got" = "$want" ] && ok "stand-in $E $(basename "$p" .rpm) provides exactly: $got" \
+                || bad "stand-in $E $(basename "$p" .rpm) provides '$got', the real one '$want'"
+        done < <(standin_expected "$el" "$arch")
+        r0=$tmp/probe-root; new_root "$r0"; rpmr "$r0" -i $g $f >/dev/null 2>&1 || { bad "stand-in $E ($arch) did not install"; continue; }
+        yes= no= wrong=
+        for val in 20051115 20051115-x86-$bits 20120211 20120211x86$bits 20120211-x86-$bits; do
+            pr=$(probe_rpm "$arch" "$val") || { bad "probe for httpd-mmn = $val did not build"; continue; }
+            if rpmr "$r0" -i --test "$pr" >/dev/null 2>&1; then got=yes; yes="$yes, $val"; else got=no; no="$no, $val"; fi
+            standin_expected "$el" "$arch" | grep -q "httpd-mmn = $val\(,\|$\)" && w=yes || w=no
+            [ $got = $w ] || wrong="$wrong httpd-mmn = $val (resolves: $got, provided: $w)"
+        done
+        [ -z "$wrong" ] && ok "stand-in $E ($arch): rpm resolves httpd-mmn = ${yes#, } and refuses ${no#, }" \
+            || bad "stand-in $E ($arch): rpm's resolution disagrees with the Provides:$wrong"
+    done
+done
+rm -rf "$tmp/probe-root"
+
+# ---- the binary RPMs ------------------------------------------------------
 for arch in $arches; do
     pkgs=$(ls "$RPM_DIR/$arch"/*.rpm 2>/dev/null)
     [ "$(echo "$pkgs" | grep -c .)" = 1 ] || { bad "$RPM_DIR/$arch: expected one RPM, found '$(echo $pkgs)'"; continue; }
@@ -330,35 +515,38 @@ fi
 
 # ---- yum-style install from the repository (dnf reads the same metadata) ----
 # The example .repo file, its baseurl pointed at the repository, plus a
-# repository holding the stand-in httpd: `dnf install mod_proxy_wstunnel`
-# must pull both, and fail next to the other httpd ABI.
+# repository holding the stand-ins (httpd packages and glibc): `dnf install
+# mod_proxy_wstunnel` must pull them next to the newest EL release's httpd of
+# its ABI (at the version it needs), and fail for httpd-mmn next to each EL
+# release of the other ABI.
 if [ -f "$repo/repodata/repomd.xml" ] && command -v dnf >/dev/null; then
     for arch in $arches; do
         p=$(ls "$RPM_DIR/$arch"/*.rpm 2>/dev/null | head -1); [ -n "$p" ] || continue
         rel=$(rpmq --qf '%{RELEASE}' "$p"); abi=${rel#1.}; abi=${abi%%.*}
         hv=$(rpmq --requires "$p" | sed -n 's/^httpd >= //p' | sort -V | tail -1)
-        for want in ok refused; do
-            if [ $want = ok ]; then fa=$abi; fv=$hv; else
-                [ "$abi" = httpd22 ] && { fa=httpd24; fv=2.4.62; } || { fa=httpd22; fv=2.2.15; }
-            fi
-            f=$(fake_httpd "$fa" "$arch" "$fv") || { bad "dnf: no stand-in httpd"; continue; }
-            d=$tmp/dnf-$arch-$want; rm -rf "$d"; mkdir -p "$d/repos" "$d/standin" "$d/root"
-            cp "$f" "$d/standin/" && $CREATEREPO_C -q "$d/standin"
+        pm=$(rpmq --requires "$p" | sed -n 's/^httpd-mmn = //p')
+        newest=$(abi_els "$abi"); newest=${newest##* }
+        fv=$(el_httpd_version "$newest"); ver_le "$hv" "$fv" || fv=$hv
+        for case_ in "ok:$newest:$fv" $(for el in $(abi_els "$(other_abi "$abi")"); do echo "refused:$el:$(el_httpd_version "$el")"; done); do
+            set -- ${case_//:/ }; want=$1 el=$2 v=$3; E=$(el_name "$el")
+            f=$(fake_httpd "$el" "$arch" "$v") && g=$(fake_glibc "$el" "$arch") || { bad "dnf: no $E stand-ins"; continue; }
+            d=$tmp/dnf-$arch-$want-$el; rm -rf "$d"; mkdir -p "$d/repos" "$d/standin" "$d/root"
+            cp $f $g "$d/standin/" && $CREATEREPO_C -q "$d/standin"
             sed "s|^baseurl=file:.*|baseurl=file://$(cd "$repo" && pwd)/|" packaging/mod_proxy_wstunnel.repo > "$d/repos/wst.repo"
             printf '[stand-in]\nname=stand-in httpd\nbaseurl=file://%s/standin/\ngpgcheck=0\n' "$d" >> "$d/repos/wst.repo"
-            out=$(dnf -y -q --installroot="$d/root" --releasever=6 --forcearch="$arch" --setopt=reposdir="$d/repos" \
+            out=$(dnf -y -q --installroot="$d/root" --releasever="${el#el}" --forcearch="$arch" --setopt=reposdir="$d/repos" \
                   --setopt=cachedir="$d/cache" --setopt=install_weak_deps=0 install mod_proxy_wstunnel 2>&1)
             rc=$?
             if [ $want = ok ]; then
                 if [ $rc = 0 ] && ls "$d/root"/usr/lib*/httpd/modules/mod_proxy_wstunnel*.so >/dev/null 2>&1; then
-                    ok "dnf ($arch): 'dnf install mod_proxy_wstunnel' from packaging/mod_proxy_wstunnel.repo pulls $(basename "$p") and the httpd $fv it needs"
+                    ok "dnf ($arch): 'dnf install mod_proxy_wstunnel' from packaging/mod_proxy_wstunnel.repo pulls $(basename "$p") and $E's $(rpm --root "$d/root" -qa --qf '%{NAME}\n' 'httpd*' 2>/dev/null | sort | paste -sd' ') (stand-ins at $fv, the version it needs)"
                 else
                     bad "dnf ($arch): install from the repository failed: $(echo $out | head -c 400)"
                 fi
-            elif [ $rc != 0 ] && echo "$out" | grep -q 'httpd-mmn'; then
-                ok "dnf ($arch): refuses it when only httpd $fv (the other ABI) is available"
+            elif [ $rc != 0 ] && echo "$out" | grep -q "httpd-mmn = $pm"; then
+                ok "dnf ($arch): refuses it when only $E's httpd $v (the other ABI) is available: nothing provides httpd-mmn = $pm"
             else
-                bad "dnf ($arch): next to httpd $fv: rc=$rc $(echo $out | head -c 300)"
+                bad "dnf ($arch): next to $E's httpd $v: rc=$rc $(echo $out | head -c 300)"
             fi
         done
     done

@@ -85,14 +85,14 @@ rpm-bin: $(addprefix rpm-bin-,$(RPM_ARCHES))
 # The source RPM: C shim, contract header, export map, the .so checks, and
 # the Rust core as prebuilt static archives (debug info stripped; they hold
 # no httpd code), with a note of how they were made.
-rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map apxs/check-so.sh \
+rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) Makefile $(SHIM_SRC) $(SHIM_HDR) $(wildcard apxs/*) \
           $(foreach a,$(RPM_CORES),$(RPM_CORE_$(a))) | rpm-tools
 	@set -e; top=$(CURDIR)/$(RPM_WORK)/src; st=$$top/stage/$(RPM_TARDIR); \
 	rm -rf $$top; mkdir -p $$st/c_shim/include $$st/apxs $$st/packaging $$top/SOURCES; \
 	cp -p $(SHIM_SRC) $(filter c_shim/%.h,$(filter-out c_shim/include/%,$(SHIM_HDR))) $$st/c_shim/; \
 	cp -p $(filter c_shim/include/%,$(SHIM_HDR)) $$st/c_shim/include/; \
-	cp -p apxs/exports.map apxs/check-so.sh $$st/apxs/; \
-	cp -p README.md $$st/; cp -p $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh $$st/packaging/; \
+	cp -p apxs/exports.map apxs/check-so.sh apxs/check-api.sh apxs/check-archive.sh apxs/api-httpd22.txt apxs/api-newer.txt $$st/apxs/; \
+	cp -p README.md Makefile $$st/; cp -p $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh $$st/packaging/; \
 	{ echo "Prebuilt Rust core of mod_proxy_wstunnel $(RPM_VERSION), made by 'make rpm'"; \
 	  echo "source: $$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock build.rs c_shim/include 2>/dev/null || echo ' (with uncommitted changes)')"; \
 	  echo "profile: release (panic=abort, lto), no_std; debug info and the .llvmbc, .llvmcmd, .llvm_addrsig sections stripped (apxs/check-archive.sh)"; } > $$st/core-BUILD-INFO; \

@@ -4,16 +4,17 @@
 # headers were:
 #
 #   sh packaging/so-abi.sh build/mod_proxy_wstunnel.so
-#   mmn=20051115 minor=24 cookie=AP22 bits=64 isa=x86-64 mmnisa=20051115-x86-64 abi=httpd22
+#   mmn=20051115 minor=24 cookie=AP22 bits=64 isa=x86-64 mmnisa=20051115 abi=httpd22
 #
 # module_struct (2.2 and 2.4 alike) starts: int version (MMN major), int
 # minor_version, int module_index, const char *name, void *dynamic_load_handle,
 # struct module_struct *next, unsigned long magic ("AP22"/"AP24"). The ints
 # and the magic are plain data in the file; only the pointers are relocated.
 #
-# mmnisa is the "httpd-mmn" value Red Hat's httpd package provides for that
-# ABI and architecture: EL6's httpd 2.2 "20051115-x86-64" / "-x86-32", EL7,
-# EL8, EL9 and Fedora's httpd 2.4 "20120211x8664" / "20120211x8632".
+# mmnisa is the "httpd-mmn" value the package requires, one that Red Hat's
+# httpd provides for that ABI and architecture: EL6's httpd 2.2 only the plain
+# "20051115" (its httpd.spec: Provides: httpd-mmn = %{mmn}); EL7, EL8, EL9 and
+# Fedora's httpd 2.4 "20120211x8664" / "20120211x8632" (%{mmnisa}).
 # Needs readelf and od (binutils, coreutils). Exit status 1 if the file is not
 # a loadable httpd 2.2/2.4 module for x86 or x86_64.
 set -eu
@@ -51,7 +52,7 @@ case $magic in
     *) die "module magic 0x$magic is neither AP22 nor AP24" ;;
 esac
 case $mmn:$cookie in
-    20051115:AP22) abi=httpd22; mmnisa=$mmn-x86-$bits ;;
+    20051115:AP22) abi=httpd22; mmnisa=$mmn ;;
     20120211:AP24) abi=httpd24; mmnisa=${mmn}x86$bits ;;
     *) die "MMN $mmn with cookie $cookie is not httpd 2.2 or 2.4" ;;
 esac

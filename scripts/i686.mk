@@ -73,6 +73,7 @@ $(I686_OBJDIR)/%.o: c_shim/%.c $(SHIM_HDR) | $(I386_ROOT)/.wst-i386-stamp
 	gcc $(I686_CFLAGS) -c $< -o $@
 
 $(I686_SO): $(I686_OBJS) $(I686_CORE) apxs/exports.map $(BUILD)/i686/apxs.stamp
+	@$(if $(filter command line environment,$(origin APXS)),echo "note: $(APXS) is no 32-bit apxs (its CC and CFLAGS lack -m32): the i686 module is built against Debian's i386 httpd 2.4 headers in $(I386_ROOT) (APXS_I686= names a 32-bit httpd)")
 	gcc -m32 -shared -o $@ $(I686_OBJS) $(I686_CORE) \
 	    -Wl,--version-script=apxs/exports.map -Wl,--no-undefined-version
 	WST_TARGET_LIBPATH=$(I386_ROOT)/usr/lib/i386-linux-gnu:$(I386_ROOT)/lib/i386-linux-gnu \

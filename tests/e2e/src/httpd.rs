@@ -52,6 +52,10 @@ pub struct Flavor {
     pub wst_module: PathBuf,
     /// True when the module under test is the httpd's own stock module.
     pub wst_is_stock: bool,
+    /// httpd's request-line parser is the strict one (`HttpProtocolOptions`,
+    /// 2.4.25+ and 2.2.32+; CentOS 6's 2.2.15-69.el6 has it backported, so the
+    /// version number alone does not tell).
+    pub strict_request_line: bool,
 }
 
 impl Flavor {
@@ -96,6 +100,16 @@ impl Flavor {
             None
         };
 
+        // 2.2 has its MPM built in, so `-L` lists the directives with no configuration.
+        let strict_request_line = version >= (2, 4, 25)
+            || ((2, 2, 32)..(2, 3, 0)).contains(&version)
+            || (version < (2, 4, 0)
+                && Command::new(&httpd)
+                    .args(["-d", "/tmp", "-f", "/dev/null", "-L"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("HttpProtocolOptions"))
+                    .unwrap_or(false));
+
         let modules_dir = modules_dir(&httpd);
         let stock = modules_dir.join("mod_proxy_wstunnel.so");
         let (wst_module, wst_is_stock) = match std::env::var("WST_MODULE") {
@@ -127,6 +141,7 @@ impl Flavor {
             builtin_mpm,
             wst_module,
             wst_is_stock,
+            strict_request_line,
         };
         eprintln!(
             "wst-e2e: {} ({}), modules {}, module under test {}{}",

@@ -383,9 +383,9 @@ RewriteRule ^/rwq/(.*)$ ws://127.0.0.1:{BACKEND_PORT}/x?q=$1 [P]
         );
     }
     // A raw control character in the request line is a 400 from httpd's parser (strict
-    // parsing, HttpProtocolOptions: 2.4.25+, 2.2.32+). Older parsers accept it; then it is
-    // canonicalised (%01) like mod_proxy_http does.
-    if v >= (2, 4, 25) || ((2, 2, 32)..(2, 3, 0)).contains(&v) {
+    // parsing, HttpProtocolOptions: 2.4.25+, 2.2.32+, and backported to CentOS 6's 2.2.15).
+    // Older parsers accept it; then it is canonicalised (%01) like mod_proxy_http does.
+    if Httpd::flavor().strict_request_line {
         let (status, line) = through_t(&t, &b, b"/rw/a\x01b", true);
         assert_eq!((status, line), (400, None), "raw CTL in the request line");
     } else {
