@@ -1024,6 +1024,7 @@ mod tests {
             builtin_mpm: (version < (2, 4, 0)).then(|| "prefork".to_string()),
             wst_module: PathBuf::from("/x/mod_proxy_wstunnel.so"),
             wst_is_stock: false,
+            strict_request_line: version >= (2, 4, 25),
         }
     }
 
