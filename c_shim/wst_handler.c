@@ -668,7 +668,7 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
 #if !WST_CONN_CREATE_NOTES_HOSTNAME
     /* On 2.2 the scheme handler names the backend for mod_ssl (mod_proxy_http
      * does it here): without this note, EL6's mod_ssl checks no certificate
-     * name under SSLProxyCheckPeerCN on, and sends no SNI. */
+     * name under SSLProxyCheckPeerCN on (ssl_io_filter_connect reads it). */
     if (backend->is_ssl && uri->hostname) {
         apr_table_setn(backend->connection->notes, "proxy-request-hostname",
                        apr_pstrdup(backend->connection->pool, uri->hostname));

@@ -36,6 +36,10 @@ step "i686 build and its static checks" make --no-print-directory i686
 step "end-to-end suite, i686 module in a 32-bit httpd 2.4" env -C tests/e2e \
     WST_MODULE="$PWD/build/i686/mod_proxy_wstunnel.so" HTTPD="$PWD/build/i386-root/wst-httpd" \
     APXS="$PWD/build/i386-root/wst-apxs" $CARGO test --release --no-fail-fast -- --test-threads=2
+step "end-to-end tunnels under a Linux 2.6.32 seccomp filter (CentOS 6's kernel), x86_64" \
+    env WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" scripts/oldkernel-e2e.sh
+step "end-to-end tunnels under a Linux 2.6.32 seccomp filter, i686 module in a 32-bit httpd" \
+    env OLDKERNEL_ARCH=i686 OLDKERNEL_STRACE=0 scripts/oldkernel-e2e.sh
 step "RPM packages (make rpm) and packaging/check-rpm.sh" make --no-print-directory rpm rpm-check \
     APXS="$APXS" HTTPD="$HTTPD"
 
