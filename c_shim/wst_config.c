@@ -4,15 +4,16 @@
  *   ProxyWebsocketFallbackToProxyHttp On|Off   accepted as in httpd 2.4.48+;
  *       only an explicit On hands the tunnel to mod_proxy_http (where that
  *       can tunnel); unset, this module tunnels itself.
- *   ProxyWebsocketIdleTimeout <seconds>        httpd trunk's name; ends
+ *   ProxyWebsocketIdleTimeout <time>           httpd trunk's name; ends
  *       tunnels idle that long. Default: none.
+ * (<time>: httpd's syntax, seconds or 1500ms, 30s, 2mi (2m), 1h; set_time)
  *   ProxyWebsocketUpgrade On|Off               tunnel WebSocket upgrades on
  *       http:// and https:// routes too.
  *   ProxyWebsocketAllowOrigin <origin>...      Origin policy (403 otherwise).
  *   ProxyWebsocketMaxTunnels <n>               server-wide cap (503 above).
- *   ProxyWebsocketPing <seconds>               keepalive pings, both sides.
- *   ProxyWebsocketDrain <seconds>              spread Close 1001 on graceful.
- *   ProxyWebsocketAsyncDelay <ms>              httpd trunk's name; accepted
+ *   ProxyWebsocketPing <time>                  keepalive pings, both sides.
+ *   ProxyWebsocketDrain <time>                 spread Close 1001 on graceful.
+ *   ProxyWebsocketAsyncDelay <time>            httpd trunk's name; accepted
  *       so configurations written for trunk load, and ignored.
  */
 #include "wst_shim.h"
@@ -122,18 +123,40 @@ static const char *set_allow_origins(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
-static const char *set_seconds(cmd_parms *cmd, const char *arg,
-                               apr_interval_time_t *out)
+/* httpd's time syntax, as ap_timeout_parameter_parse() reads it (2.2.11+,
+ * and trunk's ProxyWebsocketIdleTimeout): a whole number with an optional
+ * unit, ms, s (the default), mi or h. "m" alone is read as minutes too,
+ * since that is how admins write it (httpd's parser refuses it). Stricter
+ * than httpd's parser where that one is lax: no sign, nothing after the
+ * unit ("5sec" is refused, not 5 s), at most a year. 0 = none. */
+static const char *set_time(cmd_parms *cmd, const char *arg,
+                            apr_interval_time_t *out)
 {
-    char *end = NULL;
-    apr_int64_t secs = apr_strtoi64(arg, &end, 10);
+    const char *unit = arg;
+    const char *value = arg;
+    apr_interval_time_t t = 0;
 
-    if (!end || end == arg || *end || secs < 0 || secs > 86400 * 365) {
-        return apr_pstrcat(cmd->pool, cmd->cmd->name,
-                           " takes a whole number of seconds (0 = none)",
-                           NULL);
+    while (*unit >= '0' && *unit <= '9') {
+        unit++;
     }
-    *out = apr_time_from_sec(secs);
+    if (unit == arg || unit - arg > 12) {
+        unit = "?";                     /* no number, or one too long */
+    }
+    else if (strcmp(unit, "m") == 0) {
+        value = apr_pstrcat(cmd->temp_pool,
+                            apr_pstrmemdup(cmd->temp_pool, arg, unit - arg),
+                            "mi", NULL);
+        unit = "mi";
+    }
+    if ((*unit && strcmp(unit, "ms") && strcmp(unit, "s")
+                && strcmp(unit, "mi") && strcmp(unit, "h"))
+            || ap_timeout_parameter_parse(value, &t, "s") != APR_SUCCESS
+            || t < 0 || t > apr_time_from_sec(86400 * 365)) {
+        return apr_psprintf(cmd->pool, "%s takes a time: seconds, or a number "
+                            "with a unit (1500ms, 30s, 2m or 2mi, 1h), at most "
+                            "a year; 0 = none (got '%s')", cmd->cmd->name, arg);
+    }
+    *out = t;
     return NULL;
 }
 
@@ -141,26 +164,31 @@ static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
                                     const char *arg)
 {
     wst_dir_conf *conf = dconf;
-    return set_seconds(cmd, arg, &conf->idle_timeout);
+    return set_time(cmd, arg, &conf->idle_timeout);
 }
 
 static const char *set_ping(cmd_parms *cmd, void *dconf, const char *arg)
 {
     wst_dir_conf *conf = dconf;
-    return set_seconds(cmd, arg, &conf->ping);
+    return set_time(cmd, arg, &conf->ping);
 }
 
 static const char *set_drain(cmd_parms *cmd, void *dconf, const char *arg)
 {
     wst_dir_conf *conf = dconf;
-    return set_seconds(cmd, arg, &conf->drain);
+    return set_time(cmd, arg, &conf->drain);
 }
 
 static const char *set_async_delay(cmd_parms *cmd, void *dconf,
                                    const char *arg)
 {
+    apr_interval_time_t ignored;
+    const char *err = set_time(cmd, arg, &ignored);
+
     (void)dconf;
-    (void)arg;
+    if (err) {
+        return err;
+    }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, cmd->server,
                  "%s is accepted for compatibility with httpd trunk "
                  "and has no effect", cmd->cmd->name);
@@ -175,7 +203,7 @@ const command_rec wst_cmds[] = {
                  "tunnels them"),
     AP_INIT_TAKE1("ProxyWebsocketIdleTimeout", set_idle_timeout, NULL,
                   RSRC_CONF | ACCESS_CONF,
-                  "seconds a tunnel may stay idle before it is closed "
+                  "time (seconds, or 1500ms, 2m, 1h) a tunnel may stay idle before it is closed "
                   "(0 = no limit, the default)"),
     AP_INIT_FLAG("ProxyWebsocketUpgrade", set_upgrade_http, NULL,
                  RSRC_CONF | ACCESS_CONF,
@@ -192,13 +220,13 @@ const command_rec wst_cmds[] = {
                   "(0 = none); above it upgrades get 503"),
     AP_INIT_TAKE1("ProxyWebsocketPing", set_ping, NULL,
                   RSRC_CONF | ACCESS_CONF,
-                  "seconds of silence after which the module pings both "
+                  "time of silence (seconds, or 1500ms, 2m) after which the module pings both "
                   "sides; no answer within as long ends the tunnel with "
                   "Close 1001 (0 = off, the default)"),
     AP_INIT_TAKE1("ProxyWebsocketDrain", set_drain, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "on graceful restart or stop, close each tunnel with 1001 "
-                  "at a random moment within this many seconds, and cut "
+                  "at a random moment within this time (seconds, or 1500ms, 2m), and cut "
                   "what is left at the end (0 = off, the default)"),
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,

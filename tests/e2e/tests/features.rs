@@ -1469,6 +1469,14 @@ fn directive_syntax_and_contexts() {
         ),
         ("ProxyWebsocketMaxTunnels -1\n", "ProxyWebsocketMaxTunnels"),
         ("ProxyWebsocketUpgrade maybe\n", "ProxyWebsocketUpgrade"),
+        // httpd's time syntax and nothing else: no sign, no unknown unit, nothing after it.
+        ("ProxyWebsocketIdleTimeout -5\n", "ProxyWebsocketIdleTimeout"),
+        ("ProxyWebsocketIdleTimeout 5x\n", "ProxyWebsocketIdleTimeout"),
+        ("ProxyWebsocketIdleTimeout 5sec\n", "ProxyWebsocketIdleTimeout"),
+        ("ProxyWebsocketIdleTimeout ms\n", "ProxyWebsocketIdleTimeout"),
+        ("ProxyWebsocketPing 1.5\n", "ProxyWebsocketPing"),
+        ("ProxyWebsocketDrain 400d\n", "ProxyWebsocketDrain"),
+        ("ProxyWebsocketAsyncDelay soon\n", "ProxyWebsocketAsyncDelay"),
     ];
     for (snippet, name) in bad {
         match start_result(snippet) {

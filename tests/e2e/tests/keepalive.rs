@@ -321,6 +321,49 @@ fn idle_timeout_sends_close_1001_both_ways() {
     after_module_close(&mut c, &b, &mut h, "/ws/idle", "idle");
 }
 
+/// httpd's time syntax (trunk's `ProxyWebsocketIdleTimeout` takes `ap_timeout_parameter_parse`
+/// values): `1500ms` closes an idle tunnel after 1.5 s, not 1 or 1500 s; `2m` is two minutes,
+/// so a tunnel idle for 2.5 s is still open and echoes; `ProxyWebsocketPing 2mi` and
+/// `ProxyWebsocketDrain 1h` load.
+#[test]
+fn time_directives_take_httpd_time_syntax() {
+    if !ours() {
+        return;
+    }
+    let b = FrameBackend::start(true, LIFETIME);
+    let mut h = httpd_with(b.port(), "ProxyWebsocketIdleTimeout 1500ms
+");
+    let mut c = raw_tunnel(&h.target(), "/ws/idle-ms");
+    let t0 = Instant::now();
+    c.timeout = Duration::from_secs(6);
+    let frames = read_until_close_frame(&mut c, false);
+    let at = t0.elapsed();
+    eprintln!("1500ms: idle Close after {at:?}");
+    assert!(is_close_1001(&frames[0]), "{frames:?}");
+    assert!(
+        at >= Duration::from_millis(1300) && at < Duration::from_millis(3500),
+        "1500ms idle timeout closed after {at:?}"
+    );
+    after_module_close(&mut c, &b, &mut h, "/ws/idle-ms", "idle");
+
+    let e = WstEcho::start();
+    let mut h = httpd_with(
+        e.port(),
+        "ProxyWebsocketIdleTimeout 2m
+ProxyWebsocketPing 2mi
+ProxyWebsocketDrain 1h
+",
+    );
+    let (_, mut ws) = WsClient::connect(&h.target(), "/ws/idle-2m", Browser::Chrome).unwrap();
+    let m = Message::text("before the pause");
+    assert_eq!(roundtrip(&mut ws, m.clone()).unwrap(), m);
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = Message::text("after 2.5 s idle: 2m is minutes");
+    assert_eq!(roundtrip(&mut ws, m.clone()).unwrap(), m);
+    drop(ws);
+    stop_clean(&mut h);
+}
+
 /// 4. Message and close-code notes: 3 texts + Close 1000 from the client, wst-echo echoes
 /// each and answers the Close with 1000.
 #[test]
