@@ -54,6 +54,16 @@
 #define WST_CASECMPN(a, b, n) strncasecmp((a), (b), (n))
 #endif
 
+/* Log tags and trace levels: 2.4's. On 2.2, APLOGNO spelled out and the
+ * trace levels as debug. */
+#ifndef APLOGNO
+#define APLOGNO(n) "AH" #n ": "
+#endif
+#ifndef APLOG_TRACE1
+#define APLOG_TRACE1 APLOG_DEBUG
+#define APLOG_TRACE2 APLOG_DEBUG
+#endif
+
 /* apr_time_from_msec(): APR 1.4.0 (CentOS 6 has APR 1.3.9). */
 #define WST_TIME_FROM_MSEC(ms) ((apr_interval_time_t)(ms) * 1000)
 

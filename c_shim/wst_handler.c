@@ -14,204 +14,11 @@
 /* Header slots for the backend's answer before it says it needs more. */
 #define WST_FEW_RESPONSE_HEADERS 8
 #define WST_HEAD_MAX (64 * 1024)
-#define WST_BODY_CHUNK 8192
-
-static const char *wst_response_header(apr_pool_t *p, const wst_response *resp,
-                                       const char *name)
-{
-    const char *joined = NULL;
-    size_t i;
-
-    for (i = 0; i < resp->n_headers; i++) {
-        const wst_header *h = &resp->headers[i];
-        if (h->name.len == strlen(name)
-                && WST_CASECMPN(h->name.ptr, name, h->name.len) == 0) {
-            const char *v = apr_pstrmemdup(p, h->value.ptr, h->value.len);
-            joined = joined ? apr_pstrcat(p, joined, ", ", v, NULL) : v;
-        }
-    }
-    return joined;
-}
-
-/* Copy the backend's response headers into r->headers_out, without the
- * hop-by-hop ones; map Location & co. back through ProxyPassReverse. */
-static void wst_copy_response_headers(request_rec *r, const wst_response *resp,
-                                      int relay)
-{
-    proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
-                                                 &proxy_module);
-    size_t i;
-
-    for (i = 0; i < resp->n_headers; i++) {
-        const wst_header *h = &resp->headers[i];
-        const char *name, *value;
-
-        if (wst_response_hop_by_hop(resp, i)) {
-            continue;
-        }
-        name = apr_pstrmemdup(r->pool, h->name.ptr, h->name.len);
-        value = apr_pstrmemdup(r->pool, h->value.ptr, h->value.len);
-        if (relay) {
-            if (WST_CASECMP(name, "Content-Length") == 0) {
-                continue;                  /* set from the body framing */
-            }
-            if (WST_CASECMP(name, "Content-Type") == 0) {
-                ap_set_content_type(r, value);
-                continue;
-            }
-            if (WST_CASECMP(name, "Location") == 0
-                    || WST_CASECMP(name, "Content-Location") == 0
-                    || WST_CASECMP(name, "URI") == 0) {
-                value = ap_proxy_location_reverse_map(r, dconf, value);
-            }
-            else if (WST_CASECMP(name, "Set-Cookie") == 0) {
-                value = ap_proxy_cookie_reverse_map(r, dconf, value);
-            }
-        }
-        apr_table_add(r->headers_out, name, value);
-    }
-}
-
-/* Pass data through the request's output filters (copying it). */
-static apr_status_t wst_pass_body(request_rec *r, apr_bucket_brigade *bb,
-                                  const char *data, apr_size_t len)
-{
-    apr_status_t rv;
-
-    if (!len) {
-        return APR_SUCCESS;
-    }
-    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_heap_create(data, len, NULL,
-                                                       r->connection->bucket_alloc));
-    rv = ap_pass_brigade(r->output_filters, bb);
-    apr_brigade_cleanup(bb);
-    return rv;
-}
-
-/* Read what the backend has, blocking, into buf (at most cap bytes).
- * Returns APR_EOF at the end of its stream. */
-static apr_status_t wst_read_backend(conn_rec *backconn, apr_bucket_brigade *bb,
-                                     char *buf, apr_size_t cap, apr_size_t *got)
-{
-    int eos = 0;
-    apr_status_t rv = wst_read_flat(backconn, bb, APR_BLOCK_READ, buf, cap,
-                                    got, &eos);
-
-    if (rv == APR_SUCCESS && !*got) {
-        return APR_EOF;     /* a blocking read that brought nothing */
-    }
-    return rv;
-}
-
-/* A non-101 answer: relay it as an ordinary HTTP response, body included,
- * and never tunnel. */
-static int wst_relay_response(request_rec *r, conn_rec *backconn,
-                              apr_bucket_brigade *inbb, wst_response *resp,
-                              char *buf, apr_size_t len, apr_size_t cap)
-{
-    conn_rec *c = r->connection;
-    apr_bucket_brigade *out = apr_brigade_create(r->pool, c->bucket_alloc);
-    const char *rest = buf + resp->header_len;
-    apr_size_t rest_len = len - resp->header_len;
-    apr_uint64_t remaining = resp->content_length;
-    wst_chunked chunked;
-    apr_status_t rv = APR_SUCCESS;
-    int done = 0;
-
-    memset(&chunked, 0, sizeof(chunked));
-    r->status = resp->status;
-    r->status_line = apr_psprintf(r->pool, "%d %.*s", resp->status,
-                                  (int)resp->reason.len, resp->reason.ptr);
-    wst_copy_response_headers(r, resp, 1);
-    if (resp->body_mode == WST_BODY_LENGTH) {
-        ap_set_content_length(r, (apr_off_t)resp->content_length);
-    }
-    else if (resp->body_mode == WST_BODY_NONE) {
-        ap_set_content_length(r, 0);
-    }
-    /* The client asked to switch protocols and was refused: whatever it
-     * sent after its request must never be read as another request. */
-    c->keepalive = AP_CONN_CLOSE;
-
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(001)
-                  "backend answered %d instead of 101: relayed as HTTP, "
-                  "not tunnelled", resp->status);
-
-    /* Move the unparsed bytes to the front; they are the body's start. */
-    memmove(buf, rest, rest_len);
-    len = rest_len;
-
-    while (!done) {
-        if (len) {
-            switch (resp->body_mode) {
-            case WST_BODY_NONE:
-                done = 1;
-                break;
-            case WST_BODY_LENGTH: {
-                apr_size_t n = (apr_uint64_t)len < remaining ? len
-                                                             : (apr_size_t)remaining;
-                rv = wst_pass_body(r, out, buf, n);
-                remaining -= n;
-                done = remaining == 0;
-                break;
-            }
-            case WST_BODY_CHUNKED: {
-                size_t data_len = 0, consumed = 0;
-                wst_status st = wst_chunked_decode(&chunked, (unsigned char *)buf,
-                                                   len, &data_len, &consumed);
-                if (st == WST_ERR_INVALID || st == WST_ERR_ARG) {
-                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(002)
-                                  "malformed chunked body from the backend");
-                    c->aborted = 1;
-                    return DONE;
-                }
-                rv = wst_pass_body(r, out, buf, data_len);
-                done = st == WST_DONE;
-                break;
-            }
-            default:
-                rv = wst_pass_body(r, out, buf, len);
-                break;
-            }
-            if (rv != APR_SUCCESS) {
-                c->aborted = 1;
-                return DONE;
-            }
-        }
-        else if (resp->body_mode == WST_BODY_NONE
-                 || (resp->body_mode == WST_BODY_LENGTH && remaining == 0)) {
-            done = 1;
-        }
-        if (done) {
-            break;
-        }
-        rv = wst_read_backend(backconn, inbb, buf, cap, &len);
-        if (APR_STATUS_IS_EOF(rv)) {
-            if (resp->body_mode != WST_BODY_CLOSE) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(003)
-                              "backend closed before the end of its "
-                              "response body");
-                c->aborted = 1;
-                return DONE;
-            }
-            break;
-        }
-        if (rv != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(004)
-                          "error reading the backend's response body");
-            c->aborted = 1;
-            return DONE;
-        }
-    }
-    APR_BRIGADE_INSERT_TAIL(out, apr_bucket_eos_create(c->bucket_alloc));
-    ap_pass_brigade(r->output_filters, out);
-    return OK;
-}
 
 /* The value of the Host header to send: the client's with ProxyPreserveHost,
  * else the backend's host, with its port unless it is the scheme's default. */
 static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
-                                    apr_uri_t *uri, int scheme)
+                                    apr_uri_t *uri, wst_scheme scheme)
 {
 #if WST_HTTPD_24
     proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
@@ -221,7 +28,7 @@ static const char *wst_backend_host(request_rec *r, proxy_server_conf *conf,
     int preserve = conf->preserve_host;
 #endif
     const char *host = uri->hostname ? uri->hostname : "localhost";
-    apr_port_t def_port = scheme == 2 ? 443 : 80;
+    apr_port_t def_port = scheme == WST_SCHEME_WSS ? 443 : 80;
     const char *port = "";
 
     (void)conf;
@@ -292,173 +99,10 @@ static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                                                            : "unknown");
 }
 
-/* Send the upgrade request, read and judge the answer, then tunnel or relay. */
-static int wst_process(request_rec *r, proxy_conn_rec *backend,
-                       proxy_server_conf *conf, apr_uri_t *uri,
-                       const char *locurl, int scheme,
-                       const wst_header *headers, size_t n_headers,
-                       const wst_request_check *check)
-{
-    conn_rec *c = r->connection;
-    conn_rec *backconn = backend->connection;
-    apr_bucket_brigade *bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
-    wst_backend_request req;
-    /* Not zeroed: wst_parse_response fills it. Room for a few header
-     * fields (a 101 has a handful), more only for a head that needs them:
-     * the request pool stays with the tunnel for its whole life. */
-    wst_response *resp = apr_palloc(r->pool, sizeof(*resp));
-    wst_tunnel_stats stats;
-    unsigned char *out;
-    size_t out_len = 0, size;
-    char *buf;
-    apr_size_t len = 0, cap = WST_HEAD_INITIAL;
-    apr_status_t rv;
-    apr_time_t started;
-    wst_status st;
-
-    memset(&req, 0, sizeof(req));
-    req.method = wst_s(r->method);
-    req.path = wst_s(locurl);
-    req.host = wst_s(wst_backend_host(r, conf, uri, scheme));
-    req.headers = headers;
-    req.n_headers = n_headers;
-    req.protocol = check->protocol;
-    req.add_forwarded = wst_add_forwarded(r, conf);
-    req.forwarded_for = wst_s(WST_CLIENT_IP(r));
-    req.forwarded_host = wst_s(apr_table_get(r->headers_in, "Host"));
-    req.forwarded_server = wst_s(r->server->server_hostname);
-
-    /* One buffer for the request and then the answer: it is sent (or
-     * copied by the core output filter) before the answer is read. */
-    size = wst_request_size(&req);
-    if (size > cap) {
-        cap = size;
-    }
-    buf = apr_palloc(r->pool, cap);
-    out = (unsigned char *)buf;
-    st = wst_build_request(&req, out, size, &out_len);
-    if (st != WST_OK) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(005)
-                      "refusing to forward the request: a header name or "
-                      "value could not be sent safely (status %d)", (int)st);
-        return HTTP_BAD_REQUEST;
-    }
-
-    rv = wst_write_flush(backconn, bb, (const char *)out, out_len);
-    if (rv != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(006)
-                      "failed to send the upgrade request to %s",
-                      backend->hostname);
-        return HTTP_BAD_GATEWAY;
-    }
-
-    resp->headers_cap = WST_FEW_RESPONSE_HEADERS;
-    resp->headers = apr_palloc(r->pool, resp->headers_cap * sizeof(wst_header));
-    for (;;) {
-        apr_size_t got = 0;
-        if (len == cap) {
-            char *bigger;
-            if (cap >= WST_HEAD_MAX) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(007)
-                              "backend's response head is larger than %d "
-                              "bytes", WST_HEAD_MAX);
-                return HTTP_BAD_GATEWAY;
-            }
-            bigger = apr_palloc(r->pool, cap * 2);
-            memcpy(bigger, buf, len);
-            buf = bigger;
-            cap *= 2;
-        }
-        rv = wst_read_backend(backconn, bb, buf + len, cap - len, &got);
-        if (APR_STATUS_IS_TIMEUP(rv)) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(008)
-                          "timeout waiting for the backend's answer to the "
-                          "upgrade");
-            return HTTP_GATEWAY_TIME_OUT;
-        }
-        if (APR_STATUS_IS_EOF(rv)) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(009)
-                          "backend closed the connection before answering "
-                          "the upgrade");
-            return HTTP_BAD_GATEWAY;
-        }
-        if (rv != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(010)
-                          "error reading the backend's answer");
-            return HTTP_BAD_GATEWAY;
-        }
-        len += got;
-        st = wst_parse_response((const unsigned char *)buf, len, check,
-                                r->header_only, resp);
-        if (st == WST_ERR_SPACE && resp->n_headers > resp->headers_cap
-                && resp->n_headers <= WST_MAX_RESPONSE_HEADERS) {
-            resp->headers_cap = resp->n_headers;
-            resp->headers = apr_palloc(r->pool, resp->headers_cap
-                                                * sizeof(wst_header));
-            st = wst_parse_response((const unsigned char *)buf, len, check,
-                                    r->header_only, resp);
-        }
-        if (st == WST_PARTIAL) {
-            continue;
-        }
-        if (st != WST_OK) {
-            return HTTP_INTERNAL_SERVER_ERROR;
-        }
-        break;
-    }
-
-    switch (resp->kind) {
-    case WST_RESP_TUNNEL:
-        break;
-    case WST_RESP_OTHER:
-        return wst_relay_response(r, backconn, bb, resp, buf, len, cap);
-    default:
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(011)
-                      "backend %s answered the upgrade with %d, refused: %s",
-                      backend->hostname, resp->status,
-                      resp->why ? resp->why : "invalid response");
-        return HTTP_BAD_GATEWAY;
-    }
-
-    /* 101: relay it with the backend's headers, then tunnel. */
-    r->status = HTTP_SWITCHING_PROTOCOLS;
-    /* 2.2's ap_send_interim_response() needs the status line spelled out */
-    r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
-    wst_copy_response_headers(r, resp, 0);
-    {
-        const char *upgrade = wst_response_header(r->pool, resp, "Upgrade");
-        apr_table_setn(r->headers_out, "Upgrade",
-                       upgrade ? upgrade : apr_pstrmemdup(r->pool,
-                                                          check->protocol.ptr,
-                                                          check->protocol.len));
-        apr_table_setn(r->headers_out, "Connection", "Upgrade");
-    }
-    ap_send_interim_response(r, 1);
-    r->sent_bodyct = 1;
-
-    wst_tunnel_started();
-    started = apr_time_now();
-    wst_run_tunnel(r, backend, buf + resp->header_len, len - resp->header_len,
-                   check->is_websocket, &stats);
-    wst_set_notes(r, &stats, apr_time_now() - started);
-
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
-                  "tunnel closed: %" APR_UINT64_T_FMT " bytes from the client, "
-                  "%" APR_UINT64_T_FMT " from the backend, %s side closed "
-                  "first (end reason %d)",
-                  (apr_uint64_t)stats.bytes_from_client,
-                  (apr_uint64_t)stats.bytes_from_backend,
-                  stats.closed_first == 1 ? "client"
-                  : stats.closed_first == 2 ? "backend" : "no",
-                  (int)stats.reason);
-    (void)c;
-    return DONE;
-}
-
 /* The URL with an explicit port: httpd 2.2's (and 2.4 before 2.4.34's)
  * APR/mod_proxy do not know that ws:// means port 80 and wss:// 443, and
  * would connect to port 0. */
-static char *wst_url_with_port(apr_pool_t *p, char *url, int scheme)
+static char *wst_url_with_port(apr_pool_t *p, char *url, wst_scheme scheme)
 {
     char *host = strstr(url, "://");
     char *end, *colon;
@@ -480,7 +124,7 @@ static char *wst_url_with_port(apr_pool_t *p, char *url, int scheme)
         return url;
     }
     return apr_pstrcat(p, apr_pstrmemdup(p, url, (apr_size_t)(end - url)),
-                       scheme == 2 ? ":443" : ":80", end, NULL);
+                       scheme == WST_SCHEME_WSS ? ":443" : ":80", end, NULL);
 }
 
 /* Hand a plain request on a ws:// route to mod_proxy_http, as http://. */
@@ -488,9 +132,10 @@ static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
                                    proxy_server_conf *conf, const char *url,
                                    const char *proxyname, apr_port_t proxyport)
 {
-    int scheme = wst_scheme_of(url);
-    char *http_url = apr_pstrcat(r->pool, scheme == 2 ? "https" : "http",
-                                 url + (scheme == 2 ? 3 : 2), NULL);
+    wst_scheme scheme = wst_scheme_of(url);
+    int tls = scheme == WST_SCHEME_WSS;
+    char *http_url = apr_pstrcat(r->pool, tls ? "https" : "http",
+                                 url + (tls ? 3 : 2), NULL);
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(013)
                   "no upgrade: %s served as plain HTTP by mod_proxy_http",
@@ -499,49 +144,68 @@ static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
                                     proxyport);
 }
 
-int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
-                char *url, const char *proxyname, apr_port_t proxyport)
+/* One request's way through the handler's steps. */
+typedef struct wst_call {
+    request_rec *r;
+    proxy_worker *worker;
+    proxy_server_conf *conf;
+    char *url;
+    const char *proxyname;
+    apr_port_t proxyport;
+    wst_scheme scheme;
+    int via_http;                  /* ProxyWebsocketUpgrade on an http(s):// route */
+    const char *scheme_name;       /* "WS" or "WSS", for mod_proxy's calls */
+    const char *worker_upgrade;    /* ProxyPass upgrade= ("" when unset) */
+    wst_header *headers;           /* the client's, as the core sees them */
+    size_t n_headers;
+    wst_request_check check;
+    proxy_conn_rec *backend;
+    apr_uri_t *uri;
+    char *locurl;
+    apr_bucket_brigade *bb;        /* on the backend connection */
+    char *buf;                     /* the upgrade request, then the answer */
+    apr_size_t len, cap;
+    wst_response *resp;
+} wst_call;
+
+/* A step's "go on to the next step"; anything else is the handler's answer. */
+#define WST_NEXT (-1000)
+
+/* Step 1: is this request ours, and a WebSocket (or other) upgrade the core
+ * accepts? Scheme, hand-overs, HTTP/2, the request checks. */
+static int wst_classify(wst_call *k)
 {
+    request_rec *r = k->r;
     wst_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
                                                &proxy_wstunnel_module);
-    int scheme = wst_scheme_of(url);
-    int via_http = 0;
-    const char *scheme_name;
-    const char *worker_upgrade = "";
-    wst_request_check check;
-    wst_header *headers;
-    size_t n_headers = 0;
-    proxy_conn_rec *backend = NULL;
-    apr_uri_t *uri;
-    char *locurl = url;
-    char server_portstr[32];
-    int status;
 
-    if (!scheme && dconf->upgrade_http == 1
+    k->scheme = wst_scheme_of(k->url);
+    if (k->scheme == WST_SCHEME_NONE && dconf->upgrade_http == 1
             && apr_table_get(r->headers_in, "Upgrade")) {
         /* ProxyWebsocketUpgrade On: an upgrade on an http(s):// route */
-        if (WST_CASECMPN(url, "http://", 7) == 0) {
-            scheme = 1;
-            via_http = 1;
+        if (WST_CASECMPN(k->url, "http://", 7) == 0) {
+            k->scheme = WST_SCHEME_WS;
+            k->via_http = 1;
         }
-        else if (WST_CASECMPN(url, "https://", 8) == 0) {
-            scheme = 2;
-            via_http = 1;
+        else if (WST_CASECMPN(k->url, "https://", 8) == 0) {
+            k->scheme = WST_SCHEME_WSS;
+            k->via_http = 1;
         }
     }
-    if (!scheme) {
+    if (k->scheme == WST_SCHEME_NONE) {
         return DECLINED;
     }
-    scheme_name = scheme == 2 ? "WSS" : "WS";
+    k->scheme_name = k->scheme == WST_SCHEME_WSS ? "WSS" : "WS";
     if (wst_hand_over_to_proxy_http(r)) {
         ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                       "ProxyWebsocketFallbackToProxyHttp On: %s handed to "
-                      "mod_proxy_http", url);
+                      "mod_proxy_http", k->url);
         return DECLINED;
     }
 
+    k->worker_upgrade = "";
 #if WST_HAVE_WORKER_UPGRADE
-    worker_upgrade = worker->s->upgrade;
+    k->worker_upgrade = k->worker->s->upgrade;
 #endif
 #if WST_HAVE_CONN_MASTER
     if (r->connection->master && apr_table_get(r->headers_in, "Upgrade")) {
@@ -553,51 +217,64 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         if (wst_proxy_http_serves_ws()) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(015)
                           "WebSocket over HTTP/2: %s handed to "
-                          "mod_proxy_http", url);
+                          "mod_proxy_http", k->url);
             return DECLINED;
         }
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(016)
                       "WebSocket over HTTP/2 is not supported by this module "
-                      "without mod_proxy_http: %s", url);
+                      "without mod_proxy_http: %s", k->url);
         return HTTP_NOT_IMPLEMENTED;
     }
 #endif
-    headers = wst_request_headers(r, &n_headers);
-    memset(&check, 0, sizeof(check));
-    if (wst_check_request(wst_s(r->method), r->proto_num, headers, n_headers,
-                          wst_s(worker_upgrade), &check) != WST_OK) {
+    k->headers = wst_request_headers(r, &k->n_headers);
+    memset(&k->check, 0, sizeof(k->check));
+    if (wst_check_request(wst_s(r->method), r->proto_num, k->headers,
+                          k->n_headers, wst_s(k->worker_upgrade),
+                          &k->check) != WST_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(017)
+                      "the request could not be checked (the core refused "
+                      "its arguments): %s", k->url);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    if (via_http && check.verdict != WST_UPGRADE_OK
-            && check.verdict != WST_UPGRADE_BAD_REQUEST) {
+    if (k->via_http && k->check.verdict != WST_UPGRADE_OK
+            && k->check.verdict != WST_UPGRADE_BAD_REQUEST) {
         return DECLINED;            /* mod_proxy_http's, as without us */
     }
-    switch (check.verdict) {
+    switch (k->check.verdict) {
     case WST_UPGRADE_OK:
-        break;
+        return WST_NEXT;
     case WST_UPGRADE_NONE:
         if (wst_proxy_http_loaded) {
-            return wst_plain_to_proxy_http(r, worker, conf, url, proxyname,
-                                           proxyport);
+            return wst_plain_to_proxy_http(r, k->worker, k->conf, k->url,
+                                           k->proxyname, k->proxyport);
         }
         /* fall through */
     case WST_UPGRADE_MISMATCH: {
         const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
-        const char *expected = *worker_upgrade ? worker_upgrade : "websocket";
+        const char *expected = *k->worker_upgrade ? k->worker_upgrade
+                                                  : "websocket";
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(02900)
                       "require upgrade for URL %s (Upgrade header is %s, "
-                      "expecting %s)", url, upgrade ? upgrade : "missing",
+                      "expecting %s)", k->url, upgrade ? upgrade : "missing",
                       expected);
         return wst_upgrade_required(r, expected);
     }
     default:
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(014)
-                      "bad upgrade request for URL %s: %s", url,
-                      check.reason ? check.reason : "invalid");
+                      "bad upgrade request for URL %s: %s", k->url,
+                      k->check.reason ? k->check.reason : "invalid");
         r->connection->keepalive = AP_CONN_CLOSE;
         return HTTP_BAD_REQUEST;
     }
+}
 
+/* Step 2: may this client open a tunnel now? ProxyWebsocketAllowOrigin and
+ * ProxyWebsocketMaxTunnels, before the backend is contacted. */
+static int wst_admit(wst_call *k)
+{
+    request_rec *r = k->r;
+    wst_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
+                                               &proxy_wstunnel_module);
 
     if (dconf->allow_origins && dconf->allow_origins->nelts) {
         const char *origin = apr_table_get(r->headers_in, "Origin");
@@ -608,11 +285,10 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                                 (size_t)dconf->allow_origins->nelts)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(042)
                           "Origin %s refused by ProxyWebsocketAllowOrigin "
-                          "for %s", origin, url);
+                          "for %s", origin, k->url);
             return HTTP_FORBIDDEN;
         }
     }
-
     if (wst_tunnel_admit(r) != OK) {
         /* Answered here rather than returned: mod_proxy would take a 503
          * from a scheme handler for a failed backend and put a balancer
@@ -621,67 +297,280 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         ap_send_error_response(r, 0);
         return DONE;
     }
+    return WST_NEXT;
+}
+
+/* Step 3: a connection to the backend, through mod_proxy (its worker, its
+ * address cache, mod_ssl on wss://). k->backend is released by the caller. */
+static int wst_connect(wst_call *k)
+{
+    request_rec *r = k->r;
+    char server_portstr[32];
+    int status;
 
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(02451)
-                  "serving URL %s", url);
-
-    status = ap_proxy_acquire_connection(scheme_name, &backend, worker,
+                  "serving URL %s", k->url);
+    status = ap_proxy_acquire_connection(k->scheme_name, &k->backend, k->worker,
                                          r->server);
     if (status != OK) {
-        goto cleanup;
+        return status;
     }
-    backend->is_ssl = scheme == 2;
-    backend->close = 1;
+    k->backend->is_ssl = k->scheme == WST_SCHEME_WSS;
+    k->backend->close = 1;
 
-    uri = apr_pcalloc(r->pool, sizeof(*uri));
-    locurl = wst_url_with_port(r->pool, url, scheme);
-    status = ap_proxy_determine_connection(r->pool, r, conf, worker, backend,
-                                           uri, &locurl, proxyname, proxyport,
+    k->uri = apr_pcalloc(r->pool, sizeof(*k->uri));
+    k->locurl = wst_url_with_port(r->pool, k->url, k->scheme);
+    status = ap_proxy_determine_connection(r->pool, r, k->conf, k->worker,
+                                           k->backend, k->uri, &k->locurl,
+                                           k->proxyname, k->proxyport,
                                            server_portstr,
                                            sizeof(server_portstr));
     if (status == HTTP_INTERNAL_SERVER_ERROR) {
         /* mod_proxy says 500 when the backend's name does not resolve (it
          * logged why); for the client that is a bad gateway, not our fault. */
-        status = HTTP_BAD_GATEWAY;
+        return HTTP_BAD_GATEWAY;
     }
     if (status != OK) {
-        goto cleanup;
+        return status;
     }
-
-    if (ap_proxy_connect_backend(scheme_name, backend, worker, r->server)) {
+    if (ap_proxy_connect_backend(k->scheme_name, k->backend, k->worker,
+                                 r->server)) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(02452)
                       "failed to make connection to backend: %s",
-                      backend->hostname);
-        status = HTTP_SERVICE_UNAVAILABLE;
-        goto cleanup;
+                      k->backend->hostname);
+        return HTTP_SERVICE_UNAVAILABLE;
     }
-
 #if WST_HAVE_CONN_CREATE_EX
-    status = ap_proxy_connection_create_ex(scheme_name, backend, r);
+    status = ap_proxy_connection_create_ex(k->scheme_name, k->backend, r);
 #else
-    status = ap_proxy_connection_create(scheme_name, backend, r->connection,
-                                        r->server);
+    status = ap_proxy_connection_create(k->scheme_name, k->backend,
+                                        r->connection, r->server);
 #endif
     if (status != OK) {
-        goto cleanup;
+        return status;
     }
 #if !WST_CONN_CREATE_NOTES_HOSTNAME
     /* On 2.2 the scheme handler names the backend for mod_ssl (mod_proxy_http
      * does it here): without this note, EL6's mod_ssl checks no certificate
      * name under SSLProxyCheckPeerCN on (ssl_io_filter_connect reads it). */
-    if (backend->is_ssl && uri->hostname) {
-        apr_table_setn(backend->connection->notes, "proxy-request-hostname",
-                       apr_pstrdup(backend->connection->pool, uri->hostname));
+    if (k->backend->is_ssl && k->uri->hostname) {
+        apr_table_setn(k->backend->connection->notes, "proxy-request-hostname",
+                       apr_pstrdup(k->backend->connection->pool,
+                                   k->uri->hostname));
     }
 #endif
+    return WST_NEXT;
+}
 
-    status = wst_process(r, backend, conf, uri, locurl, scheme,
-                         headers, n_headers, &check);
+/* Step 4: the upgrade request the core writes, sent and flushed. */
+static int wst_send_upgrade(wst_call *k)
+{
+    request_rec *r = k->r;
+    conn_rec *backconn = k->backend->connection;
+    wst_backend_request req;
+    size_t size, out_len = 0;
+    apr_status_t rv;
+    wst_status st;
 
-cleanup:
-    if (backend) {
-        backend->close = 1;
-        ap_proxy_release_connection(scheme_name, backend, r->server);
+    memset(&req, 0, sizeof(req));
+    req.method = wst_s(r->method);
+    req.path = wst_s(k->locurl);
+    req.host = wst_s(wst_backend_host(r, k->conf, k->uri, k->scheme));
+    req.headers = k->headers;
+    req.n_headers = k->n_headers;
+    req.protocol = k->check.protocol;
+    req.add_forwarded = wst_add_forwarded(r, k->conf);
+    req.forwarded_for = wst_s(WST_CLIENT_IP(r));
+    req.forwarded_host = wst_s(apr_table_get(r->headers_in, "Host"));
+    req.forwarded_server = wst_s(r->server->server_hostname);
+
+    /* One buffer for the request and then the answer: it is sent (or
+     * copied by the core output filter) before the answer is read. */
+    size = wst_request_size(&req);
+    k->cap = size > WST_HEAD_INITIAL ? size : WST_HEAD_INITIAL;
+    k->buf = apr_palloc(r->pool, k->cap);
+    st = wst_build_request(&req, (unsigned char *)k->buf, size, &out_len);
+    if (st != WST_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(005)
+                      "refusing to forward the request: a header name or "
+                      "value could not be sent safely (status %d)", (int)st);
+        return HTTP_BAD_REQUEST;
+    }
+    k->bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
+    rv = wst_write_flush(backconn, k->bb, k->buf, out_len);
+    if (rv != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(006)
+                      "failed to send the upgrade request to %s",
+                      k->backend->hostname);
+        return HTTP_BAD_GATEWAY;
+    }
+    return WST_NEXT;
+}
+
+/* Step 5: read the backend's answer until the core has judged its head
+ * (the bytes after it stay in k->buf: a body, or the tunnel's first). */
+static int wst_read_head(wst_call *k)
+{
+    request_rec *r = k->r;
+    conn_rec *backconn = k->backend->connection;
+    /* Not zeroed: wst_parse_response fills it. Room for a few header
+     * fields (a 101 has a handful), more only for a head that needs them:
+     * the request pool stays with the tunnel for its whole life. */
+    wst_response *resp = apr_palloc(r->pool, sizeof(*resp));
+    apr_status_t rv;
+    wst_status st;
+
+    k->resp = resp;
+    k->len = 0;
+    resp->headers_cap = WST_FEW_RESPONSE_HEADERS;
+    resp->headers = apr_palloc(r->pool, resp->headers_cap * sizeof(wst_header));
+    for (;;) {
+        apr_size_t got = 0;
+        if (k->len == k->cap) {
+            char *bigger;
+            if (k->cap >= WST_HEAD_MAX) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(007)
+                              "backend's response head is larger than %d "
+                              "bytes", WST_HEAD_MAX);
+                return HTTP_BAD_GATEWAY;
+            }
+            bigger = apr_palloc(r->pool, k->cap * 2);
+            memcpy(bigger, k->buf, k->len);
+            k->buf = bigger;
+            k->cap *= 2;
+        }
+        rv = wst_read_backend(backconn, k->bb, k->buf + k->len,
+                              k->cap - k->len, &got);
+        if (APR_STATUS_IS_TIMEUP(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(008)
+                          "timeout waiting for the backend's answer to the "
+                          "upgrade");
+            return HTTP_GATEWAY_TIME_OUT;
+        }
+        if (APR_STATUS_IS_EOF(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(009)
+                          "backend closed the connection before answering "
+                          "the upgrade");
+            return HTTP_BAD_GATEWAY;
+        }
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(010)
+                          "error reading the backend's answer");
+            return HTTP_BAD_GATEWAY;
+        }
+        k->len += got;
+        st = wst_parse_response((const unsigned char *)k->buf, k->len,
+                                &k->check, r->header_only, resp);
+        if (st == WST_ERR_SPACE && resp->n_headers > resp->headers_cap
+                && resp->n_headers <= WST_MAX_RESPONSE_HEADERS) {
+            resp->headers_cap = resp->n_headers;
+            resp->headers = apr_palloc(r->pool, resp->headers_cap
+                                                * sizeof(wst_header));
+            st = wst_parse_response((const unsigned char *)k->buf, k->len,
+                                    &k->check, r->header_only, resp);
+        }
+        if (st == WST_PARTIAL) {
+            continue;
+        }
+        if (st != WST_OK) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(018)
+                          "the backend's answer could not be parsed (core "
+                          "status %d, %d header fields)", (int)st,
+                          (int)resp->n_headers);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        return WST_NEXT;
+    }
+}
+
+/* Step 6: the 101 goes to the client with the backend's headers, and the
+ * tunnel runs until it ends; then its figures become request notes. */
+static int wst_switch_protocols(wst_call *k)
+{
+    request_rec *r = k->r;
+    wst_response *resp = k->resp;
+    const char *upgrade;
+    wst_tunnel_stats stats;
+    apr_time_t started;
+
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    /* 2.2's ap_send_interim_response() needs the status line spelled out */
+    r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
+    wst_copy_response_headers(r, resp, 0);
+    upgrade = wst_response_header(r->pool, resp, "Upgrade");
+    apr_table_setn(r->headers_out, "Upgrade",
+                   upgrade ? upgrade
+                           : apr_pstrmemdup(r->pool, k->check.protocol.ptr,
+                                            k->check.protocol.len));
+    apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    ap_send_interim_response(r, 1);
+    r->sent_bodyct = 1;
+
+    wst_tunnel_started();
+    started = apr_time_now();
+    wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
+                   k->len - resp->header_len, k->check.is_websocket, &stats);
+    wst_set_notes(r, &stats, apr_time_now() - started);
+
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
+                  "tunnel closed: %" APR_UINT64_T_FMT " bytes from the client, "
+                  "%" APR_UINT64_T_FMT " from the backend, %s side closed "
+                  "first (end reason %d)",
+                  (apr_uint64_t)stats.bytes_from_client,
+                  (apr_uint64_t)stats.bytes_from_backend,
+                  stats.closed_first == 1 ? "client"
+                  : stats.closed_first == 2 ? "backend" : "no",
+                  (int)stats.reason);
+    return DONE;
+}
+
+int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                char *url, const char *proxyname, apr_port_t proxyport)
+{
+    wst_call *k = apr_pcalloc(r->pool, sizeof(*k));
+    int status;
+
+    k->r = r;
+    k->worker = worker;
+    k->conf = conf;
+    k->url = url;
+    k->proxyname = proxyname;
+    k->proxyport = proxyport;
+
+    status = wst_classify(k);
+    if (status == WST_NEXT) {
+        status = wst_admit(k);
+    }
+    if (status != WST_NEXT) {
+        return status;
+    }
+    status = wst_connect(k);
+    if (status == WST_NEXT) {
+        status = wst_send_upgrade(k);
+    }
+    if (status == WST_NEXT) {
+        status = wst_read_head(k);
+    }
+    if (status == WST_NEXT) {
+        switch (k->resp->kind) {
+        case WST_RESP_TUNNEL:
+            status = wst_switch_protocols(k);
+            break;
+        case WST_RESP_OTHER:
+            status = wst_relay_response(r, k->backend->connection, k->bb,
+                                        k->resp, k->buf, k->len, k->cap);
+            break;
+        default:
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(011)
+                          "backend %s answered the upgrade with %d, refused: %s",
+                          k->backend->hostname, k->resp->status,
+                          k->resp->why ? k->resp->why : "invalid response");
+            status = HTTP_BAD_GATEWAY;
+        }
+    }
+    if (k->backend) {
+        k->backend->close = 1;
+        ap_proxy_release_connection(k->scheme_name, k->backend, r->server);
     }
     return status;
 }

@@ -29,6 +29,15 @@
 #define WST_TUNNEL_BUF (64 * 1024)
 #define WST_TICK_MS 250
 
+/* One side of the tunnel as the endpoint callbacks see it. */
+typedef struct wst_io_ctx {
+    request_rec *r;
+    conn_rec *c;
+    apr_socket_t *sock;
+    apr_bucket_brigade *bb;
+    const char *name;       /* "client" or "backend", for the log */
+} wst_io_ctx;
+
 typedef struct wst_endpoint_ctx {
     wst_io_ctx io;
     apr_bucket_brigade *out;   /* for writes */
@@ -271,7 +280,7 @@ static int *wst_own_fd(apr_pool_t *p, apr_socket_t *sock)
 
 typedef struct wst_tunnel_state {
     wst_endpoint_ctx cctx, bctx;
-    wst_endpoint client, origin;
+    wst_endpoint client, backend;
     wst_drain drain;
     wst_tunnel_config cfg;
 } wst_tunnel_state;
@@ -312,12 +321,12 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
                       &t->client);
     wst_endpoint_init(r, backconn, backend->sock, -1, "backend", &t->bctx,
-                      &t->origin);
-    if (pending_len > t->origin.buf_cap) {
-        pending_len = t->origin.buf_cap;   /* cannot happen: head max < buffer */
+                      &t->backend);
+    if (pending_len > t->backend.buf_cap) {
+        pending_len = t->backend.buf_cap;   /* cannot happen: head max < buffer */
     }
-    memcpy(t->origin.buf, pending, pending_len);
-    t->origin.buf_len = pending_len;
+    memcpy(t->backend.buf, pending, pending_len);
+    t->backend.buf_len = pending_len;
 
     wst_drain_init(&t->drain, r, client_sock,
                    dconf->drain > 0 ? dconf->drain : 0);
@@ -343,12 +352,12 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                   "tunnel: client %s, backend %s, idle timeout %d ms, "
                   "ping %d ms, %s",
                   t->client.raw ? "raw" : "filtered",
-                  t->origin.raw ? "raw" : "filtered", t->cfg.idle_timeout_ms,
+                  t->backend.raw ? "raw" : "filtered", t->cfg.idle_timeout_ms,
                   t->cfg.ping_interval_ms,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
-    st = wst_tunnel_run(&t->client, &t->origin, &t->cfg, stats);
+    st = wst_tunnel_run(&t->client, &t->backend, &t->cfg, stats);
     /* The connection closes through httpd's own descriptor, as usual. */
     apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
     if (st != WST_OK) {

@@ -194,6 +194,11 @@ void wst_tunnel_started(void)
     }
 }
 
+/* mod_status runs this for every form of its page: AP_STATUS_SHORT is the
+ * machine-readable ?auto (plain "Key: value" lines); every other call is the
+ * HTML page (with or without AP_STATUS_NOTABLE, ExtendedStatus on or off),
+ * which gets a section in mod_status's own <dl><dt> style (no table, so that
+ * ?notable stays table-free), one line each, before the signature. */
 static int wst_status_hook(request_rec *r, int flags)
 {
     apr_uint32_t open, total, refused;
@@ -208,17 +213,16 @@ static int wst_status_hook(request_rec *r, int flags)
     if (flags & AP_STATUS_SHORT) {
         ap_rprintf(r, "WebSocketTunnels: %u\nWebSocketTunnelsTotal: %u\n"
                    "WebSocketTunnelsRefused: %u\n", open, total, refused);
+        return OK;
     }
-    else {
-        ap_rprintf(r, "<hr /><h2>WebSocket tunnels (mod_proxy_wstunnel)</h2>"
-                   "<dl><dt>Open tunnels: %u%s</dt>"
-                   "<dt>Opened since start: %u</dt>"
-                   "<dt>Refused by ProxyWebsocketMaxTunnels: %u</dt></dl>",
-                   open,
-                   max_tunnels ? apr_psprintf(r->pool, " of at most %u",
-                                              max_tunnels) : "",
-                   total, refused);
-    }
+    ap_rprintf(r, "<hr />\n<h2>WebSocket tunnels (mod_proxy_wstunnel)</h2>\n"
+               "<dl>\n<dt>Open tunnels: %u%s</dt>\n"
+               "<dt>Opened since start: %u</dt>\n"
+               "<dt>Refused by ProxyWebsocketMaxTunnels: %u</dt>\n</dl>\n",
+               open,
+               max_tunnels ? apr_psprintf(r->pool, " of at most %u", max_tunnels)
+                           : " (no limit)",
+               total, refused);
     return OK;
 }
 

@@ -13,18 +13,18 @@
 
 #define WST_NOTE_UPGRADE_REQUIRED "wstunnel-upgrade-required"
 
-int wst_scheme_of(const char *url)
+wst_scheme wst_scheme_of(const char *url)
 {
     if (!url) {
-        return 0;
+        return WST_SCHEME_NONE;
     }
     if (WST_CASECMPN(url, "ws:", 3) == 0) {
-        return 1;
+        return WST_SCHEME_WS;
     }
     if (WST_CASECMPN(url, "wss:", 4) == 0) {
-        return 2;
+        return WST_SCHEME_WSS;
     }
-    return 0;
+    return WST_SCHEME_NONE;
 }
 
 wst_header *wst_request_headers(request_rec *r, size_t *n)
@@ -113,7 +113,7 @@ static char *wst_unmangle_rewrite(request_rec *r, char *url)
 
 int wst_canon(request_rec *r, char *url)
 {
-    int scheme;
+    wst_scheme scheme;
     char *unmangled = wst_unmangle_rewrite(r, url);
     const char *scheme_str;
     char *host, *path, *search = NULL, sport[8];
@@ -128,10 +128,10 @@ int wst_canon(request_rec *r, char *url)
     }
     scheme = wst_scheme_of(url);
 
-    if (!scheme || wst_hand_over_to_proxy_http(r)) {
+    if (scheme == WST_SCHEME_NONE || wst_hand_over_to_proxy_http(r)) {
         return DECLINED;
     }
-    if (scheme == 1) {
+    if (scheme == WST_SCHEME_WS) {
         url += 3;
         scheme_str = "ws:";
         def_port = 80;
@@ -209,7 +209,7 @@ int wst_canon(request_rec *r, char *url)
 #if WST_HAVE_CHECK_TRANS
 int wst_check_trans(request_rec *r, const char *url)
 {
-    if (!wst_scheme_of(url) || wst_hand_over_to_proxy_http(r)) {
+    if (wst_scheme_of(url) == WST_SCHEME_NONE || wst_hand_over_to_proxy_http(r)) {
         return DECLINED;
     }
     if (apr_table_get(r->headers_in, "Upgrade") || wst_proxy_http_loaded) {

@@ -5,8 +5,14 @@
  *   wst_config.c          directives and per-directory configuration
  *   wst_route.c           canon, check_trans and the 426 fallback (which
  *                         requests are ours)
- *   wst_handler.c         the scheme handler: backend connection, handshake,
- *                         relaying a non-101 answer
+ *   wst_handler.c         the scheme handler, step by step: classify the
+ *                         request, admit it, connect, send the upgrade, read
+ *                         the head, switch protocols
+ *   wst_relay.c           a non-101 answer relayed as ordinary HTTP (and the
+ *                         backend's headers copied onto the 101)
+ *   wst_limits.c          ProxyWebsocketMaxTunnels, counts in shared memory,
+ *                         mod_status
+ *   wst_drain.c           ProxyWebsocketDrain and stops: when a tunnel ends
  *   wst_io.c              tunnel endpoints over httpd's filters, the call into
  *                         the Rust tunnel, byte accounting
  */
@@ -25,14 +31,6 @@
 #include "wstunnel_core.h"
 
 #include <strings.h>
-
-#ifndef APLOGNO               /* 2.2 */
-#define APLOGNO(n) "AH" #n ": "
-#endif
-#ifndef APLOG_TRACE1          /* 2.2 */
-#define APLOG_TRACE1 APLOG_DEBUG
-#define APLOG_TRACE2 APLOG_DEBUG
-#endif
 
 extern module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 
@@ -104,8 +102,13 @@ int wst_check_trans(request_rec *r, const char *url);
 #endif
 int wst_translate_upgrade_required(request_rec *r);
 
-/* 1 for ws:, 2 for wss:, 0 otherwise */
-int wst_scheme_of(const char *url);
+/* The scheme of a proxy URL: ws: or wss: (case-insensitive), else none. */
+typedef enum wst_scheme {
+    WST_SCHEME_NONE = 0,
+    WST_SCHEME_WS = 1,
+    WST_SCHEME_WSS = 2
+} wst_scheme;
+wst_scheme wst_scheme_of(const char *url);
 /* Answer 426 with the Upgrade the route expects. */
 int wst_upgrade_required(request_rec *r, const char *expected);
 /* The client's headers as the core's view of them (pool memory). */
@@ -115,6 +118,26 @@ wst_header *wst_request_headers(request_rec *r, size_t *n);
 
 int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                 char *url, const char *proxyname, apr_port_t proxyport);
+
+/* ---- wst_relay.c ---- */
+
+/* A non-101 answer: relay it as an ordinary HTTP response, body included
+ * (buf holds len bytes of it from the head on, in a buffer of cap), and
+ * never tunnel. */
+int wst_relay_response(request_rec *r, conn_rec *backconn,
+                       apr_bucket_brigade *inbb, wst_response *resp,
+                       char *buf, apr_size_t len, apr_size_t cap);
+/* Copy the backend's end-to-end headers into r->headers_out; relay: also
+ * Content-Type, and ProxyPassReverse on Location & co. and Set-Cookie. */
+void wst_copy_response_headers(request_rec *r, const wst_response *resp,
+                               int relay);
+/* A response header's value (repeated fields joined with ", "), or NULL. */
+const char *wst_response_header(apr_pool_t *p, const wst_response *resp,
+                                const char *name);
+/* Read what the backend has, blocking, into buf (at most cap bytes).
+ * Returns APR_EOF at the end of its stream. */
+apr_status_t wst_read_backend(conn_rec *backconn, apr_bucket_brigade *bb,
+                              char *buf, apr_size_t cap, apr_size_t *got);
 
 /* ---- wst_drain.c ---- */
 
@@ -133,14 +156,6 @@ void wst_drain_init(wst_drain *d, request_rec *r, apr_socket_t *client_sock,
 int wst_drain_should_stop(void *drain);
 
 /* ---- wst_io.c ---- */
-
-typedef struct wst_io_ctx {
-    request_rec *r;
-    conn_rec *c;
-    apr_socket_t *sock;
-    apr_bucket_brigade *bb;
-    const char *name;       /* "client" or "backend", for the log */
-} wst_io_ctx;
 
 /* Run the tunnel between the client and the backend connection; `pending`
  * holds bytes the backend sent after its 101; `websocket`: the tunnel
