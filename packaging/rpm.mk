@@ -14,7 +14,8 @@
 # BUILD=build/httpd22` writes an httpd 2.2 (EL6) package set to
 # build/httpd22/rpm without touching build/rpm; with APXS_I686=<the i686
 # httpd's apxs> the set has the i686 package too:
-#   make rpm APXS=/opt/el6-x86_64/bin/apxs APXS_I686=/opt/el6-i686/bin/apxs BUILD=build/el6 The ABI of each binary RPM
+#   make rpm APXS=/opt/el6-x86_64/bin/apxs APXS_I686=/opt/el6-i686/bin/apxs BUILD=build/el6
+# The ABI of each binary RPM
 # (Release .httpd22/.httpd24, Requires httpd-mmn) is read from the .so itself
 # and must agree with the headers it was built against.
 # Needs (Debian): rpm, rpm2cpio, createrepo-c, cpio, file, binutils.
@@ -78,7 +79,7 @@ rpm-bin-x86_64 rpm-bin-i686: rpm-bin-%: $(RPM_SPEC) $(RPM_EXTRA) packaging/so-ab
 	    > $$top/rpmbuild.log 2>&1 || { cat $$top/rpmbuild.log; exit 1; }; \
 	mkdir -p $(RPM_DIR)/$$arch; rm -f $(RPM_DIR)/$$arch/*.rpm; \
 	mv $$top/RPMS/*/*.rpm $(RPM_DIR)/$$arch/; \
-	echo "built $$(ls $(RPM_DIR)/$$arch/*.rpm) (httpd >= $$hv, httpd-mmn = $$mmnisa)"
+	echo "built $$(ls $(RPM_DIR)/$$arch/*.rpm) (httpd($$isa) >= $$hv, httpd-mmn = $$mmnisa)"
 
 rpm-bin: $(addprefix rpm-bin-,$(RPM_ARCHES))
 
