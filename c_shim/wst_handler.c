@@ -408,8 +408,33 @@ static int wst_send_upgrade(wst_call *k)
 }
 
 /* Step 5: read the backend's answer until the core has judged its head
- * (the bytes after it stay in k->buf: a body, or the tunnel's first). */
+ * (the bytes after it stay in k->buf: a body, or the tunnel's first).
+ * The whole head has one deadline, the backend socket's timeout as
+ * mod_proxy set it (the worker's timeout=, else ProxyTimeout, else
+ * Timeout): a backend that sends its head a byte at a time cannot hold the
+ * worker for longer than that (each read alone would be bounded only). */
+static int wst_read_head_by(wst_call *k, apr_time_t deadline,
+                            apr_interval_time_t per_read);
+
 static int wst_read_head(wst_call *k)
+{
+    apr_socket_t *sock = k->backend->sock;
+    apr_interval_time_t per_read = 0;
+    int status;
+
+    if (apr_socket_timeout_get(sock, &per_read) != APR_SUCCESS) {
+        per_read = 0;
+    }
+    status = wst_read_head_by(k, per_read > 0 ? apr_time_now() + per_read : 0,
+                              per_read);
+    if (per_read > 0) {
+        apr_socket_timeout_set(sock, per_read);
+    }
+    return status;
+}
+
+static int wst_read_head_by(wst_call *k, apr_time_t deadline,
+                            apr_interval_time_t per_read)
 {
     request_rec *r = k->r;
     conn_rec *backconn = k->backend->connection;
@@ -426,6 +451,20 @@ static int wst_read_head(wst_call *k)
     resp->headers = apr_palloc(r->pool, resp->headers_cap * sizeof(wst_header));
     for (;;) {
         apr_size_t got = 0;
+        if (deadline) {
+            apr_interval_time_t left = deadline - apr_time_now();
+            if (left <= 0) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(019)
+                              "the backend's answer to the upgrade did not "
+                              "complete within %" APR_TIME_T_FMT " ms "
+                              "(%" APR_SIZE_T_FMT " bytes of it came): "
+                              "timeout= or ProxyTimeout bounds the whole head",
+                              (apr_time_t)apr_time_as_msec(per_read), k->len);
+                return HTTP_GATEWAY_TIME_OUT;
+            }
+            apr_socket_timeout_set(k->backend->sock,
+                                   left < per_read ? left : per_read);
+        }
         if (k->len == k->cap) {
             char *bigger;
             if (k->cap >= WST_HEAD_MAX) {
@@ -441,6 +480,17 @@ static int wst_read_head(wst_call *k)
         }
         rv = wst_read_backend(backconn, k->bb, k->buf + k->len,
                               k->cap - k->len, &got);
+        if (APR_STATUS_IS_TIMEUP(rv) && deadline) {
+            /* Each read waits at most until the deadline (it is never
+             * further than one per-read timeout away): this is it. */
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(019)
+                          "the backend's answer to the upgrade did not "
+                          "complete within %" APR_TIME_T_FMT " ms "
+                          "(%" APR_SIZE_T_FMT " bytes of it came): "
+                          "timeout= or ProxyTimeout bounds the whole head",
+                          (apr_time_t)apr_time_as_msec(per_read), k->len);
+            return HTTP_GATEWAY_TIME_OUT;
+        }
         if (APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(008)
                           "timeout waiting for the backend's answer to the "
