@@ -546,6 +546,10 @@ static int wst_switch_protocols(wst_call *k)
     r->status = HTTP_SWITCHING_PROTOCOLS;
     /* 2.2's ap_send_interim_response() needs the status line spelled out */
     r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
+    /* The 101 carries the backend's headers, as both stock modes send it,
+     * not what the front end gathered for a response it will never send
+     * (a Vary: Upgrade from a RewriteCond on %{HTTP:Upgrade}, say). */
+    apr_table_clear(r->headers_out);
     wst_copy_response_headers(r, resp, 0);
     upgrade = wst_response_header(r->pool, resp, "Upgrade");
     apr_table_setn(r->headers_out, "Upgrade",
