@@ -543,6 +543,12 @@ static int wst_switch_protocols(wst_call *k)
     wst_tunnel_stats stats;
     apr_time_t started;
 
+    if (wst_tunnel_open(r) != OK) {
+        /* Answered here, like the cap at admission (see wst_admit). */
+        r->status = HTTP_SERVICE_UNAVAILABLE;
+        ap_send_error_response(r, 0);
+        return DONE;
+    }
     r->status = HTTP_SWITCHING_PROTOCOLS;
     /* 2.2's ap_send_interim_response() needs the status line spelled out */
     r->status_line = ap_get_status_line(HTTP_SWITCHING_PROTOCOLS);
@@ -560,7 +566,6 @@ static int wst_switch_protocols(wst_call *k)
     ap_send_interim_response(r, 1);
     r->sent_bodyct = 1;
 
-    wst_tunnel_started();
     started = apr_time_now();
     wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
                    k->len - resp->header_len, k->check.is_websocket, &stats);

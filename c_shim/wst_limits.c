@@ -25,7 +25,7 @@ typedef struct wst_child_count {
 } wst_child_count;
 
 typedef struct wst_counters {
-    volatile apr_uint32_t open;     /* tunnels open or being set up, all children */
+    volatile apr_uint32_t open;     /* tunnels open (101 relayed), all children */
     volatile apr_uint32_t total;    /* tunnels started (101 relayed) since start (wraps) */
     volatile apr_uint32_t refused;  /* upgrades refused by the cap */
     apr_uint32_t n_children;        /* entries in child[] */
@@ -149,6 +149,16 @@ static apr_status_t wst_tunnel_closed(void *unused)
     return APR_SUCCESS;
 }
 
+static int wst_refuse(request_rec *r, const char *when)
+{
+    apr_atomic_inc32(&counters->refused);
+    apr_table_setn(r->err_headers_out, "Retry-After", "10");
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(041)
+                  "ProxyWebsocketMaxTunnels %u %s: upgrade refused with 503",
+                  (unsigned)max_tunnels, when);
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
 /* Take one slot if the cap allows it. */
 static int wst_take_slot(void)
 {
@@ -163,35 +173,50 @@ static int wst_take_slot(void)
     }
 }
 
+/* Before the backend is contacted: refuse at once when the cap is reached.
+ * Nothing is counted yet: handshakes in progress do not hold slots (a silent
+ * backend would otherwise lock every client out until its timeout); they
+ * are bounded by the head deadline (timeout=, ProxyTimeout) and by
+ * MaxRequestWorkers. */
 int wst_tunnel_admit(request_rec *r)
+{
+    apr_uint32_t now;
+
+    if (!counters || !max_tunnels) {
+        return OK;
+    }
+    now = apr_atomic_read32(&counters->open);
+    if (now >= max_tunnels) {
+        wst_reap();                /* a dead child's tunnels may be stale */
+        now = apr_atomic_read32(&counters->open);
+    }
+    if (now >= max_tunnels) {
+        return wst_refuse(r, "reached");
+    }
+    return OK;
+}
+
+/* The backend said 101: take the tunnel's slot (until r->pool goes), or
+ * refuse with 503 when handshakes that were admitted together outran the
+ * cap. */
+int wst_tunnel_open(request_rec *r)
 {
     if (!counters) {
         return OK;
     }
     if (!wst_take_slot()) {
-        wst_reap();                /* a dead child's tunnels may be stale */
+        wst_reap();
         if (!wst_take_slot()) {
-            apr_atomic_inc32(&counters->refused);
-            apr_table_setn(r->err_headers_out, "Retry-After", "10");
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSTNO(041)
-                          "ProxyWebsocketMaxTunnels %u reached: upgrade "
-                          "refused with 503", (unsigned)max_tunnels);
-            return HTTP_SERVICE_UNAVAILABLE;
+            return wst_refuse(r, "reached while the backend answered");
         }
     }
     if (my_count) {
         apr_atomic_inc32(&my_count->open);
     }
+    apr_atomic_inc32(&counters->total);
     apr_pool_cleanup_register(r->pool, NULL, wst_tunnel_closed,
                               apr_pool_cleanup_null);
     return OK;
-}
-
-void wst_tunnel_started(void)
-{
-    if (counters) {
-        apr_atomic_inc32(&counters->total);
-    }
 }
 
 /* mod_status runs this for every form of its page: AP_STATUS_SHORT is the

@@ -88,11 +88,12 @@ void wst_limits_pre_config(void);
 int wst_limits_post_config(apr_pool_t *pconf, server_rec *s);
 void wst_limits_register_hooks(void);
 void wst_limits_child_init(void);
-/* Count a new tunnel (until r->pool goes), or refuse it with 503 above
- * ProxyWebsocketMaxTunnels. */
+/* Before the backend is contacted: 503 when ProxyWebsocketMaxTunnels
+ * tunnels are open (handshakes in progress do not count). */
 int wst_tunnel_admit(request_rec *r);
-/* A tunnel really started (the 101 went out): counted in the total. */
-void wst_tunnel_started(void);
+/* The backend's 101 is accepted: count the tunnel (until r->pool goes), or
+ * 503 when the cap filled up meanwhile. */
+int wst_tunnel_open(request_rec *r);
 
 /* ---- wst_route.c ---- */
 
