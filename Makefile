@@ -99,7 +99,7 @@ bench: $(SO)
 	cd benches && HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) run --release -- run --module $(CURDIR)/$(SO)
 
 clean:
-	rm -rf $(BUILD) target tests/e2e/target benches/target
+	rm -rf $(BUILD) target tests/e2e/target benches/target tools/contract-gen/target
 
 -include scripts/i686.mk
 -include packaging/rpm.mk

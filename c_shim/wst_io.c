@@ -270,7 +270,7 @@ static int *wst_own_fd(apr_pool_t *p, apr_socket_t *sock)
     *own = -1;
     if (apr_os_sock_get(&fd, sock) == APR_SUCCESS && fd >= 0) {
         /* The system call, not fcntl(): i386 glibc 2.28+ versions the fcntl
-         * symbol GLIBC_2.28, which CentOS 6 lacks (as src/ffi/sys.rs). */
+         * symbol GLIBC_2.28, which CentOS 6 lacks (as src/sys.rs). */
         long dup = syscall(SYS_fcntl, (long)fd, (long)F_DUPFD_CLOEXEC, 0L);
         *own = dup >= 0 ? (int)dup : -1;
     }

@@ -13,8 +13,8 @@
 #
 # Debian's rustc (/usr/bin/rustc, rustc-web) compiles; its i686 core comes from
 # the unpacked libstd-rust-web-dev:i386 via --sysroot. RUSTFLAGS with an explicit
-# --target reaches only target crates, so build.rs and bindgen stay host-built
-# with the host std. Debian's cargo is used; rustup's cargo also works as long
+# --target reaches only target crates, so build.rs stays host-built with the host
+# std. Debian's cargo is used; rustup's cargo also works as long
 # as RUSTC names Debian's rustc.
 I386_ROOT    ?= $(CURDIR)/build/i386-root
 I686_TRIPLE  := i686-unknown-linux-gnu

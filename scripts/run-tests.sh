@@ -16,6 +16,8 @@ step() {
     fi
 }
 
+step "contract: src/ffi/contract.rs is bindgen's view of c_shim/include/wstunnel_core.h" \
+    $CARGO run --quiet --locked --manifest-path tools/contract-gen/Cargo.toml -- --check
 step "unit tests (Rust core)" $CARGO test --lib
 step "clippy (no unwrap/expect/panic/indexing in the core)" $CARGO clippy --lib --release -- -D warnings
 step "static checks of $SO (against $APXS's httpd)" sh apxs/check-so.sh "$SO" "$APXS"

@@ -7,7 +7,7 @@
 #       one version; rustup's cargo/rustc stay first in PATH, so the Makefile
 #       names /usr/bin/rustc and /usr/bin/cargo explicitly)
 #   gcc-multilib (gcc -m32, 32-bit crt/libc/libgcc; its libc6-i386 also runs
-#       i386 binaries), libclang-dev (bindgen), binutils, file
+#       i386 binaries), binutils, file
 # Unpacks (dpkg -x, never installs) the i386 .debs into build/i386-root:
 #   libstd-rust-web-dev:i386  i686 core/alloc/compiler_builtins rlibs, used
 #       with --sysroot=build/i386-root/usr (installing it with dpkg drags in
@@ -39,7 +39,7 @@ die() { echo "setup-i686: error: $*" >&2; exit 1; }
 # mod_deflate, libnghttp2-14 mod_http2/mod_proxy_http2.
 i386_debs="apache2-bin apache2-dev libapr1 libapr1-dev libaprutil1 libaprutil1-dev
            libpcre2-8-0 libuuid1 libexpat1 libcrypt1 libssl3 zlib1g libnghttp2-14"
-host_pkgs="gcc-multilib libclang-dev binutils file"
+host_pkgs="gcc-multilib binutils file"
 
 # Bump when the unpacked tree's layout or generated files change.
 layout=3

@@ -127,7 +127,7 @@
 //!   going-away without waiting for the answers, within
 //!   [`SHUTDOWN_CLOSE_MS`], and also cuts short an ending under way.
 
-use crate::ffi::sys::{self, Errno, Fd, FdIo};
+use crate::sys::{self, Errno, Fd, FdIo, Socket};
 use crate::frames::{self, FrameTracker, CLOSE_GOING_AWAY, MAX_HEADER_LEN, MAX_PONG_TOKEN};
 
 /// Result of one endpoint operation.
@@ -179,26 +179,15 @@ pub trait Endpoint {
     }
 }
 
-/// A plain socket in non-blocking mode, read and written directly.
-#[derive(Debug)]
-pub struct Socket {
-    fd: Fd,
-}
-
-impl Socket {
-    /// Wrap `fd`, which the caller has put in non-blocking mode.
-    pub fn new(fd: Fd) -> Self {
-        Socket { fd }
-    }
-}
-
+/// A plain socket in non-blocking mode ([`sys::Socket`]), read and
+/// written directly.
 impl Endpoint for Socket {
     fn fd(&self) -> Fd {
-        self.fd
+        Socket::fd(self)
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Io {
-        match sys::read(self.fd, buf) {
+        match self.read_some(buf) {
             FdIo::Done(0) => Io::Eof,
             FdIo::Done(n) => Io::Ok(n),
             FdIo::WouldBlock => Io::Again,
@@ -207,7 +196,7 @@ impl Endpoint for Socket {
     }
 
     fn write(&mut self, buf: &[u8]) -> Io {
-        match sys::write(self.fd, buf) {
+        match self.write_some(buf) {
             FdIo::Done(0) => Io::Again,
             FdIo::Done(n) => Io::Ok(n),
             FdIo::WouldBlock => Io::Again,
@@ -216,14 +205,14 @@ impl Endpoint for Socket {
     }
 
     fn shutdown_write(&mut self) -> Io {
-        match sys::shutdown_write(self.fd) {
+        match self.shut_write() {
             Ok(()) => Io::Ok(0),
             Err(e) => Io::Error(e),
         }
     }
 
     fn splice_fd(&self) -> Option<Fd> {
-        Some(self.fd)
+        Some(Socket::fd(self))
     }
 }
 

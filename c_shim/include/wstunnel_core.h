@@ -2,8 +2,9 @@
  * wstunnel_core.h: the one contract between the C shim and the Rust core.
  *
  * Plain C types only: no httpd or APR header is included here, so the Rust
- * core (which bindgen builds from this file) does not depend on the httpd
- * version.  Every function declared here is implemented in Rust (src/ffi/);
+ * core (whose view of this file, src/ffi/contract.rs, bindgen generates:
+ * run `cargo run --manifest-path tools/contract-gen/Cargo.toml` after a
+ * change) does not depend on the httpd version.  Every function declared here is implemented in Rust (src/ffi/);
  * a signature drift between this header and the Rust exports fails the Rust
  * build.
  *

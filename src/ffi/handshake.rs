@@ -489,40 +489,37 @@ pub unsafe extern "C" fn wst_chunked_decode(
     }
 }
 
-/// Each export has exactly the type of the declaration bindgen generated
-/// from the header: the two arms of each `if` must have one type.
-#[allow(dead_code)]
-fn _sig_check() {
-    let _ = if true {
-        contract::wst_check_request
-    } else {
-        wst_check_request
-    };
-    let _ = if true {
-        contract::wst_request_size
-    } else {
-        wst_request_size
-    };
-    let _ = if true {
-        contract::wst_build_request
-    } else {
-        wst_build_request
-    };
-    let _ = if true {
-        contract::wst_parse_response
-    } else {
-        wst_parse_response
-    };
-    let _ = if true {
-        contract::wst_chunked_decode
-    } else {
-        wst_chunked_decode
-    };
-    let _ = if true {
-        contract::wst_response_hop_by_hop
-    } else {
-        wst_response_hop_by_hop
-    };
+exports_match_contract! {
+    wst_check_request: unsafe extern "C" fn(
+        wst_str,
+        c_int,
+        *const wst_header,
+        usize,
+        wst_str,
+        *mut wst_request_check,
+    ) -> wst_status;
+    wst_request_size: unsafe extern "C" fn(*const wst_backend_request) -> usize;
+    wst_build_request: unsafe extern "C" fn(
+        *const wst_backend_request,
+        *mut c_uchar,
+        usize,
+        *mut usize,
+    ) -> wst_status;
+    wst_parse_response: unsafe extern "C" fn(
+        *const c_uchar,
+        usize,
+        *const wst_request_check,
+        c_int,
+        *mut wst_response,
+    ) -> wst_status;
+    wst_response_hop_by_hop: unsafe extern "C" fn(*const wst_response, usize) -> c_int;
+    wst_chunked_decode: unsafe extern "C" fn(
+        *mut wst_chunked,
+        *mut c_uchar,
+        usize,
+        *mut usize,
+        *mut usize,
+    ) -> wst_status;
 }
 
 #[cfg(test)]

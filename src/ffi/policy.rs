@@ -50,7 +50,13 @@ pub unsafe extern "C" fn wst_origin_allowed(
     core::ffi::c_int::from(verdict == OriginVerdict::Allowed)
 }
 
-#[allow(dead_code)]
-fn _sig_check() {
-    let _ = if true { super::contract::wst_origin_allowed } else { wst_origin_allowed };
+exports_match_contract! {
+    wst_origin_allowed: unsafe extern "C" fn(
+        wst_str,
+        core::ffi::c_int,
+        wst_str,
+        core::ffi::c_int,
+        *const wst_str,
+        usize,
+    ) -> core::ffi::c_int;
 }

@@ -32,9 +32,9 @@ use core::ffi::{c_int, c_void};
 use super::contract::{
     wst_end_reason, wst_endpoint, wst_io, wst_status, wst_tunnel_config, wst_tunnel_stats,
 };
-use super::sys;
+use crate::sys::{self, Socket};
 use crate::tunnel::{
-    self, Buffer, Config, EndReason, Endpoint, Io, Side, Socket, Stats, Stop, TunnelState, WsStats,
+    self, Buffer, Config, EndReason, Endpoint, Io, Side, Stats, Stop, TunnelState, WsStats,
 };
 
 type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> wst_io;
@@ -423,20 +423,14 @@ fn restore(fd: sys::Fd, flags: Option<c_int>) {
     }
 }
 
-/// A signature drift between the header and this export fails the build.
-#[allow(dead_code)]
-fn signature_matches_contract() {
-    type Run = unsafe extern "C" fn(
+exports_match_contract! {
+    wst_tunnel_state_size: unsafe extern "C" fn() -> usize;
+    wst_tunnel_run: unsafe extern "C" fn(
         *mut wst_endpoint,
         *mut wst_endpoint,
         *const wst_tunnel_config,
         *mut wst_tunnel_stats,
     ) -> wst_status;
-    let _declared: Run = super::contract::wst_tunnel_run;
-    let _exported: Run = wst_tunnel_run;
-    type Size = unsafe extern "C" fn() -> usize;
-    let _declared: Size = super::contract::wst_tunnel_state_size;
-    let _exported: Size = wst_tunnel_state_size;
 }
 
 #[cfg(test)]

@@ -976,17 +976,9 @@ struct SpliceRefused {
 }
 
 fn splice_refused(s: Sock) -> SpliceRefused {
-    use std::os::fd::FromRawFd;
-    // SAFETY: timerfd_create takes no pointer; the descriptor it returns is
-    // new and owned by nobody else.
-    let fd = unsafe {
-        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
-    };
-    assert!(fd >= 0);
     SpliceRefused {
         sock: raw(s),
-        // SAFETY: fd is a fresh descriptor we own.
-        timerfd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        timerfd: sys::timerfd().unwrap(),
     }
 }
 

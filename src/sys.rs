@@ -1,4 +1,8 @@
-//! Safe wrappers over the few libc calls the tunnel makes.
+//! The OS layer: safe wrappers over the few libc calls the tunnel makes,
+//! and [`Socket`], a plain socket read and written directly. It uses
+//! nothing of the crate but `libc`: the layers above ([`crate::tunnel`],
+//! [`crate::ffi`]) call down into it, never the other way round. With
+//! [`crate::ffi`], the only module allowed `unsafe` code.
 //!
 //! Only functions that glibc 2.12 already exports under their old symbol
 //! versions are used: `poll`, `read`, `send`, `write`, `shutdown`,
@@ -153,6 +157,44 @@ pub fn shutdown_write(fd: Fd) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(errno())
+    }
+}
+
+/// A plain socket, in non-blocking mode, read and written directly (its
+/// owner opens and closes it). The tunnel adapts it to its `Endpoint`.
+#[derive(Debug)]
+pub struct Socket {
+    fd: Fd,
+}
+
+impl Socket {
+    /// Wrap `fd`, which the caller has put in non-blocking mode.
+    pub fn new(fd: Fd) -> Self {
+        Socket { fd }
+    }
+
+    /// Its descriptor.
+    #[inline]
+    pub fn fd(&self) -> Fd {
+        self.fd
+    }
+
+    /// [`read()`] from it.
+    #[inline]
+    pub fn read_some(&self, buf: &mut [u8]) -> FdIo {
+        read(self.fd, buf)
+    }
+
+    /// [`write()`] to it (no SIGPIPE).
+    #[inline]
+    pub fn write_some(&self, buf: &[u8]) -> FdIo {
+        write(self.fd, buf)
+    }
+
+    /// [`shutdown_write()`] it.
+    #[inline]
+    pub fn shut_write(&self) -> Result<(), Errno> {
+        shutdown_write(self.fd)
     }
 }
 
@@ -443,6 +485,22 @@ pub fn set_linger_zero(fd: Fd) -> Result<(), Errno> {
     } else {
         Err(errno())
     }
+}
+
+/// Test helper: a new non-blocking timerfd, a descriptor splice(2)
+/// refuses (EINVAL) on current kernels.
+#[cfg(test)]
+pub fn timerfd() -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: timerfd_create takes no pointer.
+    let fd = unsafe {
+        libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: fd is a fresh descriptor, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
