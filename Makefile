@@ -10,6 +10,8 @@
 #                      with APXS=<a 32-bit httpd's apxs>, built against that httpd
 #   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)
 #   make rpm-check     packaging/check-rpm.sh on them
+#   make deb           Debian/Ubuntu package in build/deb (packaging/deb.mk)
+#   make deb-check     scripts/deb-check.sh on it (root: dpkg -i into the system's apache2, a WebSocket through it, purge)
 #
 APXS ?= $(shell command -v apxs 2>/dev/null || command -v apxs2 2>/dev/null || echo apxs)
 CARGO ?= cargo
@@ -77,6 +79,7 @@ $(SO): $(CORE) $(SHIM_SRC) $(SHIM_HDR) apxs/exports.map Makefile $(BUILD)/apxs.s
 	$(call apxs_link,$(APXS),$(BUILD)/obj,$(CORE),$(WRAP_MEMCPY),$(SO))
 
 install: $(SO)
+	sh scripts/install-guard.sh $(APXS)
 	$(APXS) -i -n proxy_wstunnel $(SO)
 
 glibc-check: $(SO)
@@ -103,3 +106,4 @@ clean:
 
 -include scripts/i686.mk
 -include packaging/rpm.mk
+-include packaging/deb.mk

@@ -1,16 +1,28 @@
 #!/bin/sh
 # `make demo`: a local httpd with build/mod_proxy_wstunnel.so in front of two WebSocket
-# backends, and a client that prints every message as it arrives through httpd.
+# backends, a client that prints every message as it arrives through httpd, and a page that
+# does the same in a browser, over ws:// and wss://.
 #
 #   websocketd  runs a counter script (prints 1..10, 0.3 s apart, like seed 002's wstest)
 #   wst-echo    echoes every message (tests/e2e/src/bin/wst-echo.rs)
-#   httpd       ProxyPass /counter/ -> websocketd, ProxyPass /echo/ -> wst-echo
+#   httpd       ProxyPass /counter/ -> websocketd, ProxyPass /echo/ -> wst-echo, on a plain
+#               port and on a TLS port (a test CA and a certificate for 127.0.0.1 made with
+#               openssl in the temporary directory); / serves demo/index.html, which opens
+#               both routes over ws:// and wss:// and shows every message as it arrives;
+#               /server-status (mod_status) shows the open tunnels
 #   wst-client  tests/e2e/src/bin/wst-client.rs
+#
+# After the clients ran, the page's URL is printed ("page: http://127.0.0.1:<port>/") and httpd
+# keeps serving it for DEMO_WAIT seconds (default 600 when run from a terminal, else 0; Ctrl-C
+# ends it). wss:// in a browser needs the test CA ("ca: <file>") trusted, or the certificate of
+# https://127.0.0.1:<tls port>/ accepted once. scripts/browser-demo.sh loads the page in headless
+# Chromium and Firefox.
 #
 # Everything listens on 127.0.0.1 only, lives in a temporary directory, and is stopped when the
 # script ends (also on Ctrl-C). Environment: HTTPD (default /usr/sbin/apache2), MODULES_DIR
-# (default `apxs -q LIBEXECDIR`, then /usr/lib/apache2/modules), WEBSOCKETD, CARGO, KEEP=1 to
-# keep the temporary directory. POSIX sh; run from anywhere (it works from the repo root).
+# (default `apxs -q LIBEXECDIR`, then /usr/lib/apache2/modules), WEBSOCKETD, CARGO, OPENSSL,
+# DEMO_WAIT, KEEP=1 to keep the temporary directory. POSIX sh; run from anywhere (it works from
+# the repo root). Without mod_ssl or openssl the wss:// parts are skipped.
 
 set -u
 
@@ -19,6 +31,10 @@ ROOT=$(pwd)
 HTTPD=${HTTPD:-/usr/sbin/apache2}
 WEBSOCKETD=${WEBSOCKETD:-websocketd}
 CARGO=${CARGO:-cargo}
+OPENSSL=${OPENSSL:-openssl}
+if [ -z "${DEMO_WAIT:-}" ]; then
+    if [ -t 0 ] && [ -t 1 ]; then DEMO_WAIT=600; else DEMO_WAIT=0; fi
+fi
 SO=$ROOT/build/mod_proxy_wstunnel.so
 BIN=$ROOT/tests/e2e/target/release
 
@@ -42,12 +58,21 @@ fi
 for m in mpm_event authz_core proxy proxy_http; do
     [ -f "$MODULES_DIR/mod_$m.so" ] || die "$MODULES_DIR/mod_$m.so not found (set MODULES_DIR)"
 done
+TLS=yes
+if [ ! -f "$MODULES_DIR/mod_ssl.so" ] || [ ! -f "$MODULES_DIR/mod_socache_shmcb.so" ]; then
+    TLS=; say "demo: no mod_ssl or mod_socache_shmcb in $MODULES_DIR: the wss:// parts are skipped"
+elif ! command -v "$OPENSSL" >/dev/null 2>&1; then
+    TLS=; say "demo: no openssl: the wss:// parts are skipped"
+fi
 
 # ---- cleanup on exit -------------------------------------------------------------------------
 DIR=
 WSD_PID=
 ECHO_PID=
 HTTPD_PID=
+WAITING=
+STOP=
+status=0
 cleanup() {
     trap - EXIT INT TERM
     if [ -n "$HTTPD_PID" ] && kill -0 "$HTTPD_PID" 2>/dev/null; then
@@ -74,8 +99,9 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Ctrl-C (or TERM) while the page is being served ends the wait: the demo then stops as usual.
+trap 'if [ -n "$WAITING" ]; then STOP=1; else exit 130; fi' INT
+trap 'if [ -n "$WAITING" ]; then STOP=1; else exit 143; fi' TERM
 
 # ---- helpers ---------------------------------------------------------------------------------
 # True if something uses TCP port $1 (listening or connected), per /proc/net/tcp{,6}.
@@ -118,8 +144,32 @@ fi
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/wst-demo.XXXXXX") || die "mktemp failed"
 chmod 755 "$DIR"
-mkdir "$DIR/logs" "$DIR/run"
-chmod 755 "$DIR/logs" "$DIR/run"
+mkdir "$DIR/logs" "$DIR/run" "$DIR/htdocs" "$DIR/tls"
+chmod 755 "$DIR/logs" "$DIR/run" "$DIR/htdocs" "$DIR/tls"
+
+# ---- a test CA and a certificate for 127.0.0.1 (the wss:// vhost) ------------------------------
+if [ -n "$TLS" ]; then
+    printf '%s\n' 'basicConstraints = critical, CA:FALSE' \
+        'keyUsage = critical, digitalSignature, keyEncipherment' \
+        'extendedKeyUsage = serverAuth' 'subjectAltName = IP:127.0.0.1, DNS:localhost' \
+        >"$DIR/tls/server.ext"
+    ec="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    # shellcheck disable=SC2086
+    if "$OPENSSL" req -x509 $ec -days 7 -subj "/CN=mod_proxy_wstunnel demo CA $(date -u +%Y%m%d%H%M%S)" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$DIR/tls/ca.key" -out "$DIR/tls/ca.pem" >"$DIR/logs/openssl.log" 2>&1 \
+        && "$OPENSSL" req $ec -subj "/CN=127.0.0.1" \
+            -keyout "$DIR/tls/server.key" -out "$DIR/tls/server.csr" >>"$DIR/logs/openssl.log" 2>&1 \
+        && "$OPENSSL" x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca.key" \
+            -CAcreateserial -days 7 -extfile "$DIR/tls/server.ext" -out "$DIR/tls/server.pem" \
+            >>"$DIR/logs/openssl.log" 2>&1; then
+        chmod 600 "$DIR/tls/ca.key" "$DIR/tls/server.key"
+        chmod 644 "$DIR/tls/ca.pem" "$DIR/tls/server.pem"
+    else
+        cat "$DIR/logs/openssl.log"
+        die "openssl could not make the test certificates"
+    fi
+fi
 
 # ---- backends --------------------------------------------------------------------------------
 base=$(( 20000 + $$ % 20000 ))
@@ -155,6 +205,29 @@ say "  wst-echo    ws://127.0.0.1:$ECHO_PORT/echo   echoes every message"
 
 # ---- httpd -----------------------------------------------------------------------------------
 HTTPD_PORT=$(free_port $((WSD_PORT + 1)))
+TLS_PORT=
+TLS_CONF=
+if [ -n "$TLS" ]; then
+    TLS_PORT=$(free_port $((HTTPD_PORT + 1)))
+    TLS_CONF="<IfModule !socache_shmcb_module>
+LoadModule socache_shmcb_module \"$MODULES_DIR/mod_socache_shmcb.so\"
+</IfModule>
+<IfModule !ssl_module>
+LoadModule ssl_module \"$MODULES_DIR/mod_ssl.so\"
+</IfModule>
+SSLSessionCache \"shmcb:$DIR/run/ssl_scache(512000)\"
+Listen 127.0.0.1:$TLS_PORT
+<VirtualHost 127.0.0.1:$TLS_PORT>
+    SSLEngine on
+    SSLCertificateFile \"$DIR/tls/server.pem\"
+    SSLCertificateKeyFile \"$DIR/tls/server.key\"
+</VirtualHost>"
+fi
+# The page, with the ports it connects to.
+HTTPD_VERSION=$("$HTTPD" -v 2>/dev/null | sed -n 's/^Server version: //p')
+sed -e "s/@WS_PORT@/$HTTPD_PORT/g" -e "s/@WSS_PORT@/${TLS_PORT:-0}/g" \
+    -e "s|@HTTPD@|${HTTPD_VERSION:-Apache httpd}|g" demo/index.html >"$DIR/htdocs/index.html"
+chmod 644 "$DIR/htdocs/index.html"
 USERGROUP=
 if [ "$(id -u)" = 0 ]; then
     USERGROUP="User daemon
@@ -181,27 +254,44 @@ LoadModule log_config_module "$MODULES_DIR/mod_log_config.so"
 LoadModule logio_module "$MODULES_DIR/mod_logio.so"
 </IfModule>
 LoadModule authz_core_module "$MODULES_DIR/mod_authz_core.so"
+<IfModule !mime_module>
+LoadModule mime_module "$MODULES_DIR/mod_mime.so"
+</IfModule>
+<IfModule !dir_module>
+LoadModule dir_module "$MODULES_DIR/mod_dir.so"
+</IfModule>
+<IfModule !status_module>
+LoadModule status_module "$MODULES_DIR/mod_status.so"
+</IfModule>
 LoadModule proxy_module "$MODULES_DIR/mod_proxy.so"
 LoadModule proxy_http_module "$MODULES_DIR/mod_proxy_http.so"
 LoadModule proxy_wstunnel_module "$SO"
 StartServers 1
-LogFormat "%h %t \"%r\" %>s in=%I out=%O" demo
+LogFormat "%h %t :%{local}p \"%r\" %>s in=%I out=%O" demo
 CustomLog "$DIR/logs/access.log" demo
 LogLevel warn proxy_wstunnel:debug
+DocumentRoot "$DIR/htdocs"
+DirectoryIndex index.html
+TypesConfig /dev/null
+AddType text/html .html
+<Location /server-status>
+    SetHandler server-status
+</Location>
 
 ProxyPass /counter/ ws://127.0.0.1:$WSD_PORT/
 ProxyPass /echo/    ws://127.0.0.1:$ECHO_PORT/echo
+$TLS_CONF
 EOF
 "$HTTPD" -d "$DIR" -f "$DIR/httpd.conf" -DFOREGROUND >"$DIR/logs/stderr.log" 2>&1 &
 HTTPD_PID=$!
-if ! wait_listening "$HTTPD_PORT" 150 || ! kill -0 "$HTTPD_PID" 2>/dev/null; then
+if ! wait_listening "$HTTPD_PORT" 150 || { [ -n "$TLS_PORT" ] && ! wait_listening "$TLS_PORT" 50; } \
+        || ! kill -0 "$HTTPD_PID" 2>/dev/null; then
     cat "$DIR/logs/stderr.log" "$DIR/logs/error.log" 2>/dev/null
     die "httpd did not start (config: $DIR/httpd.conf)"
 fi
-say "httpd:   http://127.0.0.1:$HTTPD_PORT/ (pid $HTTPD_PID), config:"
-grep -E '^(LoadModule proxy_wstunnel|ProxyPass|LogLevel)' "$DIR/httpd.conf" | sed 's/^/  /'
-
-status=0
+say "httpd:   http://127.0.0.1:$HTTPD_PORT/${TLS_PORT:+ and https://127.0.0.1:$TLS_PORT/ (TLS)} (pid $HTTPD_PID), config:"
+grep -E '^(LoadModule proxy_wstunnel|ProxyPass|LogLevel|Listen)' "$DIR/httpd.conf" | sed 's/^/  /'
+say "files:   $DIR"
 
 # ---- 1. the counter, message by message ------------------------------------------------------
 section "1. counter through httpd: wst-client ws://127.0.0.1:$HTTPD_PORT/counter/"
@@ -219,12 +309,23 @@ section "2. echo through httpd: wst-client ws://127.0.0.1:$HTTPD_PORT/echo/ (two
     status=1
 }
 
+# ---- 3. the counter over wss:// ----------------------------------------------------------------
+tunnels=2
+if [ -n "$TLS_PORT" ]; then
+    section "3. counter over TLS: wst-client --ca <test CA> wss://127.0.0.1:$TLS_PORT/counter/"
+    "$BIN/wst-client" --count 10 --timeout 15 --ca "$DIR/tls/ca.pem" "wss://127.0.0.1:$TLS_PORT/counter/" || {
+        say "   !! the counter did not deliver 10 messages over wss://"
+        status=1
+    }
+    tunnels=3
+fi
+
 # ---- logs ------------------------------------------------------------------------------------
-# The access-log line of a tunnel is written when it ends; wait (bounded) for both.
+# The access-log line of a tunnel is written when it ends; wait (bounded) for all of them.
 i=0
 while [ $i -lt 50 ]; do
     n=$(grep -c '" 101 ' "$DIR/logs/access.log" 2>/dev/null)
-    [ "${n:-0}" -ge 2 ] && break
+    [ "${n:-0}" -ge $tunnels ] && break
     sleep 0.1
     i=$((i + 1))
 done
@@ -238,11 +339,33 @@ if grep -E ':(error|crit|alert|emerg)\]' "$DIR/logs/error.log" >/dev/null 2>&1; 
     status=1
 fi
 
+# ---- the page, for a browser -------------------------------------------------------------------
+section "4. in a browser: the same routes from a page"
+say "page: http://127.0.0.1:$HTTPD_PORT/"
+if [ -n "$TLS_PORT" ]; then
+    say "ca: $DIR/tls/ca.pem"
+    say "   The page opens /counter/ and /echo/ over ws:// (port $HTTPD_PORT) and wss:// (port $TLS_PORT)."
+    say "   For wss:// the browser must trust the test CA above, or accept the certificate of"
+    say "   https://127.0.0.1:$TLS_PORT/ once. Tunnel counts: http://127.0.0.1:$HTTPD_PORT/server-status"
+fi
+if [ "$DEMO_WAIT" -gt 0 ] 2>/dev/null; then
+    say "   Serving it for $DEMO_WAIT s (DEMO_WAIT); Ctrl-C stops the demo."
+    WAITING=1
+    i=0
+    while [ -z "$STOP" ] && [ $i -lt "$DEMO_WAIT" ] && kill -0 "$HTTPD_PID" 2>/dev/null; do
+        sleep 1
+        i=$((i + 1))
+    done
+    WAITING=
+else
+    say "   (not kept: 'make demo' from a terminal, or DEMO_WAIT=<seconds>, keeps serving it)"
+fi
+
 # ---- stop ------------------------------------------------------------------------------------
 section "stopping httpd, websocketd and wst-echo"
 cleanup
 if [ $status = 0 ]; then
-    say "demo done: both tunnels worked"
+    say "demo done: every tunnel worked"
 else
     say "demo FAILED (see above)"
 fi

@@ -55,7 +55,7 @@ $(DEB_FILE): $(SO) $(DEB_INPUTS) | deb-tools
 	hv=$$(awk '$$1 == "#define" && $$2 ~ /^AP_SERVER_(MAJOR|MINOR)VERSION_NUMBER$$|^AP_SERVER_PATCHLEVEL_NUMBER$$/ \
 	          {v = v s $$3; s = "."} END {print v}' $$inc/ap_release.h); \
 	rm -rf $(DEB_TREE) $(DEB_DIR)/$(DEB_PKG)_*; mkdir -p $(DEB_TREE); \
-	cp -R packaging/debian $(DEB_TREE)/debian; \
+	cp -R packaging/debian $(DEB_TREE)/debian; chmod 755 $(DEB_TREE)/debian/rules; \
 	sed -i '1s/([^)]*)/($(DEB_VERSION))/' $(DEB_TREE)/debian/changelog; \
 	echo "$$hv" > $(DEB_TREE)/debian/wst-httpd-version; \
 	cp $(SO) $(DEB_TREE)/mod_proxy_wstunnel_rs.so; \

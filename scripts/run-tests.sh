@@ -44,6 +44,9 @@ step "end-to-end tunnels under a Linux 2.6.32 seccomp filter, i686 module in a 3
     env OLDKERNEL_ARCH=i686 OLDKERNEL_STRACE=0 scripts/oldkernel-e2e.sh
 step "RPM packages (make rpm) and packaging/check-rpm.sh" make --no-print-directory rpm rpm-check \
     APXS="$APXS" HTTPD="$HTTPD"
+step "install guard (make install never overwrites a packaged file)" sh scripts/install-guard.sh --self-test
+step "Debian package: make deb, lintian, dpkg -i, a2enmod, a WebSocket, purge" sh scripts/deb-check.sh
+step "demo page in headless Chromium and Firefox ESR (ws:// and wss://)" sh scripts/browser-demo.sh
 
 passed=$(grep -oE 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -oE '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
