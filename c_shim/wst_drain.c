@@ -80,7 +80,7 @@ void wst_drain_init(wst_drain *d, request_rec *r, apr_socket_t *client_sock,
     d->seed = rnd;
 }
 
-int wst_drain_should_stop(void *vctx)
+wst_stop wst_drain_should_stop(void *vctx)
 {
     wst_drain *d = vctx;
     apr_os_sock_t fd = -1;

@@ -64,12 +64,6 @@ static int wst_add_forwarded(request_rec *r, proxy_server_conf *conf)
 static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                           apr_interval_time_t duration)
 {
-    static const char *const ends[] = {
-        "closed", "client-error", "backend-error", "idle", "stopped",
-        "poll-error", "ping-timeout", "going-away"
-    };
-    unsigned reason = (unsigned)stats->reason;
-
     apr_table_setn(r->notes, "wstunnel-client-bytes",
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT,
                                 (apr_uint64_t)stats->bytes_from_client));
@@ -95,8 +89,7 @@ static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                    stats->close_code_from_backend >= 0
                    ? apr_itoa(r->pool, stats->close_code_from_backend) : "-");
     apr_table_setn(r->notes, "wstunnel-end",
-                   reason < sizeof(ends) / sizeof(ends[0]) ? ends[reason]
-                                                           : "unknown");
+                   wst_end_reason_name(stats->reason));
 }
 
 /* The URL with an explicit port: httpd 2.2's (and 2.4 before 2.4.34's)
@@ -142,6 +135,47 @@ static int wst_plain_to_proxy_http(request_rec *r, proxy_worker *worker,
                   url);
     return proxy_run_scheme_handler(r, worker, conf, http_url, proxyname,
                                     proxyport);
+}
+
+/* What the log says when a tunnel ends: a failure with the OS error behind
+ * it (info: a peer that resets is routine), lost frame tracking (info: a
+ * peer broke RFC 6455, the bytes still went through), and the summary
+ * (debug). */
+static void wst_log_tunnel_end(request_rec *r, const wst_tunnel_stats *stats)
+{
+    const char *first = stats->closed_first == 1 ? "the client"
+                        : stats->closed_first == 2 ? "the backend" : "neither side";
+
+    if (stats->reason == WST_END_CLIENT_ERROR
+            || stats->reason == WST_END_BACKEND_ERROR
+            || stats->reason == WST_END_POLL_ERROR) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, (apr_status_t)stats->os_error, r,
+                      WSTNO(026) "tunnel ended on an error (%s)%s",
+                      wst_end_reason_name(stats->reason),
+                      stats->os_error ? "" : ", no OS error reported");
+    }
+    if (stats->frames_lost_sync) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(027)
+                      "WebSocket frames from %s broke RFC 6455: frame tracking "
+                      "stopped for that side (bytes still relayed; its messages "
+                      "no longer counted, no pings or Close frames from the "
+                      "module toward it)",
+                      stats->frames_lost_sync == 3 ? "both sides"
+                      : stats->frames_lost_sync == 1 ? "the client"
+                                                     : "the backend");
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
+                  "tunnel closed (end: %s): %" APR_UINT64_T_FMT " bytes from the "
+                  "client, %" APR_UINT64_T_FMT " from the backend, %"
+                  APR_UINT64_T_FMT " to the client, %" APR_UINT64_T_FMT
+                  " to the backend; %s closed first; %u pings sent, %u pongs "
+                  "consumed",
+                  wst_end_reason_name(stats->reason),
+                  (apr_uint64_t)stats->bytes_from_client,
+                  (apr_uint64_t)stats->bytes_from_backend,
+                  (apr_uint64_t)stats->bytes_to_client,
+                  (apr_uint64_t)stats->bytes_to_backend, first,
+                  (unsigned)stats->pings_sent, (unsigned)stats->pongs_consumed);
 }
 
 /* One request's way through the handler's steps. */
@@ -393,7 +427,8 @@ static int wst_send_upgrade(wst_call *k)
     if (st != WST_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(005)
                       "refusing to forward the request: a header name or "
-                      "value could not be sent safely (status %d)", (int)st);
+                      "value could not be sent safely (%s)",
+                      wst_status_name(st));
         return HTTP_BAD_REQUEST;
     }
     k->bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
@@ -524,8 +559,8 @@ static int wst_read_head_by(wst_call *k, apr_time_t deadline,
         }
         if (st != WST_OK) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(018)
-                          "the backend's answer could not be parsed (core "
-                          "status %d, %d header fields)", (int)st,
+                          "the backend's answer could not be parsed (%s, %d "
+                          "header fields)", wst_status_name(st),
                           (int)resp->n_headers);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -571,15 +606,7 @@ static int wst_switch_protocols(wst_call *k)
                    k->len - resp->header_len, k->check.is_websocket, &stats);
     wst_set_notes(r, &stats, apr_time_now() - started);
 
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(012)
-                  "tunnel closed: %" APR_UINT64_T_FMT " bytes from the client, "
-                  "%" APR_UINT64_T_FMT " from the backend, %s side closed "
-                  "first (end reason %d)",
-                  (apr_uint64_t)stats.bytes_from_client,
-                  (apr_uint64_t)stats.bytes_from_backend,
-                  stats.closed_first == 1 ? "client"
-                  : stats.closed_first == 2 ? "backend" : "no",
-                  (int)stats.reason);
+    wst_log_tunnel_end(r, &stats);
     return DONE;
 }
 

@@ -110,7 +110,8 @@ void wst_remove_filter(conn_rec *c, const char *name, int input)
     }
 }
 
-static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
+static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n,
+                      int *os_error)
 {
     wst_endpoint_ctx *ctx = vctx;
     apr_status_t rv;
@@ -131,6 +132,7 @@ static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(020)
                       "tunnel: reading from the %s failed", ctx->io.name);
+        *os_error = (int)rv;
         return WST_IO_ERROR;
     }
     if (!len) {
@@ -143,7 +145,7 @@ static wst_io ep_read(void *vctx, unsigned char *buf, size_t cap, size_t *n)
 }
 
 static wst_io ep_write(void *vctx, const unsigned char *buf, size_t len,
-                       size_t *n)
+                       size_t *n, int *os_error)
 {
     wst_endpoint_ctx *ctx = vctx;
     apr_status_t rv = wst_write_flush(ctx->io.c, ctx->out, (const char *)buf,
@@ -151,6 +153,7 @@ static wst_io ep_write(void *vctx, const unsigned char *buf, size_t len,
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(021)
                       "tunnel: writing to the %s failed", ctx->io.name);
+        *os_error = (int)rv;
         return WST_IO_ERROR;
     }
     ctx->filtered_out += len;
@@ -158,11 +161,16 @@ static wst_io ep_write(void *vctx, const unsigned char *buf, size_t len,
     return WST_IO_OK;
 }
 
-static wst_io ep_shutdown_write(void *vctx)
+static wst_io ep_shutdown_write(void *vctx, int *os_error)
 {
     wst_endpoint_ctx *ctx = vctx;
     apr_status_t rv = apr_socket_shutdown(ctx->io.sock, APR_SHUTDOWN_WRITE);
-    return rv == APR_SUCCESS ? WST_IO_OK : WST_IO_ERROR;
+
+    if (rv != APR_SUCCESS) {
+        *os_error = (int)rv;
+        return WST_IO_ERROR;
+    }
+    return WST_IO_OK;
 }
 
 static const wst_endpoint_ops wst_filter_ops = {

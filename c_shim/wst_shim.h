@@ -153,8 +153,8 @@ typedef struct wst_drain {
 
 void wst_drain_init(wst_drain *d, request_rec *r, apr_socket_t *client_sock,
                     apr_interval_time_t window);
-/* The tunnel's should_stop: a wst_stop value. */
-int wst_drain_should_stop(void *drain);
+/* The tunnel's should_stop. */
+wst_stop wst_drain_should_stop(void *drain);
 
 /* ---- wst_io.c ---- */
 

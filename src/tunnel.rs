@@ -338,6 +338,22 @@ pub enum EndReason {
     GoingAway,
 }
 
+impl EndReason {
+    /// The name the shim logs and puts in the `wstunnel-end` note.
+    pub const fn name(self) -> &'static core::ffi::CStr {
+        match self {
+            EndReason::Closed => c"closed",
+            EndReason::ClientError => c"client-error",
+            EndReason::BackendError => c"backend-error",
+            EndReason::Idle => c"idle",
+            EndReason::Stopped => c"stopped",
+            EndReason::PollError => c"poll-error",
+            EndReason::PingTimeout => c"ping-timeout",
+            EndReason::GoingAway => c"going-away",
+        }
+    }
+}
+
 /// What should_stop answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {

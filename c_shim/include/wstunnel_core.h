@@ -34,6 +34,11 @@ typedef enum wst_status {
     WST_DONE = 5          /* a stream decoder reached the end of its input */
 } wst_status;
 
+/* The status's name for a log line ("ok", "partial", "bad argument",
+ * "no space", "invalid", "done"; "unknown" for another value): static,
+ * NUL-terminated. */
+const char *wst_status_name(wst_status status);
+
 typedef struct wst_str {
     const char *ptr;
     size_t len;
@@ -234,11 +239,16 @@ typedef enum wst_io {
  *  write: writes and flushes all len bytes (may block up to the connection's
  *         timeout); *n = len on WST_IO_OK.
  *  shutdown_write: end the stream in this direction (TLS close_notify, FIN).
+ * On WST_IO_ERROR each sets *os_error to what failed: an errno, or the
+ * apr_status_t the filters returned (on Unix APR's system errors are errno
+ * values); it ends up in wst_tunnel_stats.os_error.
  */
 typedef struct wst_endpoint_ops {
-    wst_io (*read)(void *ctx, unsigned char *buf, size_t cap, size_t *n);
-    wst_io (*write)(void *ctx, const unsigned char *buf, size_t len, size_t *n);
-    wst_io (*shutdown_write)(void *ctx);
+    wst_io (*read)(void *ctx, unsigned char *buf, size_t cap, size_t *n,
+                   int *os_error);
+    wst_io (*write)(void *ctx, const unsigned char *buf, size_t len, size_t *n,
+                    int *os_error);
+    wst_io (*shutdown_write)(void *ctx, int *os_error);
 } wst_endpoint_ops;
 
 typedef struct wst_endpoint {
@@ -278,7 +288,7 @@ typedef struct wst_tunnel_config {
     int tick_ms;          /* how often should_stop is asked; <= 0: 1000 */
     int half_close;       /* 1: forward one side's EOF as a write shutdown and keep the other direction */
     void *stop_ctx;
-    int (*should_stop)(void *stop_ctx);  /* may be NULL; returns a wst_stop */
+    wst_stop (*should_stop)(void *stop_ctx);  /* may be NULL */
     /* 1: both directions carry RFC 6455 frames (a WebSocket upgrade): track
      * frame boundaries (headers only), count messages, note Close codes.
      * Must never change the bytes relayed except as described below. */
@@ -315,6 +325,12 @@ typedef enum wst_end_reason {
     WST_END_GOING_AWAY = 7    /* should_stop said WST_STOP_GOING_AWAY */
 } wst_end_reason;
 
+/* The end reason's name, as the wstunnel-end note and the log say it
+ * ("closed", "client-error", "backend-error", "idle", "stopped",
+ * "poll-error", "ping-timeout", "going-away"; "unknown" for another value):
+ * static, NUL-terminated. */
+const char *wst_end_reason_name(wst_end_reason reason);
+
 typedef struct wst_tunnel_stats {
     uint64_t bytes_from_client;   /* read from the client (and written to the backend) */
     uint64_t bytes_from_backend;  /* read from the backend (and written to the client) */
@@ -322,7 +338,8 @@ typedef struct wst_tunnel_stats {
     uint64_t bytes_to_backend;    /* written to the backend */
     int closed_first;             /* 0 neither, 1 client, 2 backend */
     wst_end_reason reason;
-    int os_error;                 /* errno of a failure, or 0 */
+    int os_error;                 /* what failed (an errno, or the apr_status_t
+                                   * a callback reported), or 0 */
     /* websocket only (else 0 / -1): */
     uint64_t messages_from_client;   /* complete data messages */
     uint64_t messages_from_backend;

@@ -9,7 +9,7 @@
 // x86_64-unknown-linux-gnu and "32" for i686-unknown-linux-gnu.
 //
 // build.rs refuses to build when the header no longer has this stamp:
-// header stamp (FNV-1a 64 of its C text): bc89f8cbd383c43c
+// header stamp (FNV-1a 64 of its C text): 09ad638f9d3c3b8a
 
 pub const WST_MAX_RESPONSE_HEADERS: u32 = 100;
 impl wst_status {
@@ -33,6 +33,9 @@ impl wst_status {
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct wst_status(pub core::ffi::c_uint);
+unsafe extern "C" {
+    pub fn wst_status_name(status: wst_status) -> *const core::ffi::c_char;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct wst_str {
@@ -533,6 +536,7 @@ pub struct wst_endpoint_ops {
             buf: *mut core::ffi::c_uchar,
             cap: usize,
             n: *mut usize,
+            os_error: *mut core::ffi::c_int,
         ) -> wst_io,
     >,
     pub write: ::core::option::Option<
@@ -541,10 +545,14 @@ pub struct wst_endpoint_ops {
             buf: *const core::ffi::c_uchar,
             len: usize,
             n: *mut usize,
+            os_error: *mut core::ffi::c_int,
         ) -> wst_io,
     >,
     pub shutdown_write: ::core::option::Option<
-        unsafe extern "C" fn(ctx: *mut core::ffi::c_void) -> wst_io,
+        unsafe extern "C" fn(
+            ctx: *mut core::ffi::c_void,
+            os_error: *mut core::ffi::c_int,
+        ) -> wst_io,
     >,
 }
 #[cfg(target_pointer_width = "64")]
@@ -678,7 +686,7 @@ pub struct wst_tunnel_config {
     pub half_close: core::ffi::c_int,
     pub stop_ctx: *mut core::ffi::c_void,
     pub should_stop: ::core::option::Option<
-        unsafe extern "C" fn(stop_ctx: *mut core::ffi::c_void) -> core::ffi::c_int,
+        unsafe extern "C" fn(stop_ctx: *mut core::ffi::c_void) -> wst_stop,
     >,
     pub websocket: core::ffi::c_int,
     pub ping_interval_ms: core::ffi::c_int,
@@ -808,6 +816,9 @@ impl wst_end_reason {
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct wst_end_reason(pub core::ffi::c_uint);
+unsafe extern "C" {
+    pub fn wst_end_reason_name(reason: wst_end_reason) -> *const core::ffi::c_char;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct wst_tunnel_stats {

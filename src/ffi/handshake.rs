@@ -23,7 +23,7 @@ use crate::handshake::{
     self, BackendRequest, BodyMode, BuildError, ChunkedDecoder, ChunkedError, Expect, Header,
     ResponseKind, Verdict, MAX_RESPONSE_HEADERS,
 };
-use crate::handshake::response::whys;
+use crate::handshake::response::Why;
 
 const _: () = assert!(contract::WST_MAX_RESPONSE_HEADERS as usize == MAX_RESPONSE_HEADERS);
 
@@ -336,7 +336,7 @@ unsafe fn parse_into<const N: usize>(
     let Some(r) = handshake::parse_response(data, expect, head, &mut storage) else {
         return Some(wst_status::WST_PARTIAL);
     };
-    if N < MAX_RESPONSE_HEADERS && r.kind == ResponseKind::Invalid && r.why == whys::TOO_MANY_HEADERS {
+    if N < MAX_RESPONSE_HEADERS && r.kind == ResponseKind::Invalid && r.why == Why::TooManyHeaders {
         return None;
     }
     // SAFETY: out is usable; the caller set headers and headers_cap
@@ -388,7 +388,7 @@ unsafe fn parse_into<const N: usize>(
         ptr::addr_of_mut!((*o).n_headers).write(n);
         ptr::addr_of_mut!((*o).body_mode).write(body_mode);
         ptr::addr_of_mut!((*o).content_length).write(content_length);
-        ptr::addr_of_mut!((*o).why).write(r.why.as_ptr());
+        ptr::addr_of_mut!((*o).why).write(r.why.text().as_ptr());
     }
     Some(wst_status::WST_OK)
 }
@@ -489,7 +489,23 @@ pub unsafe extern "C" fn wst_chunked_decode(
     }
 }
 
+/// See `wst_status_name` in the contract header.
+#[no_mangle]
+pub extern "C" fn wst_status_name(status: wst_status) -> *const c_char {
+    match status {
+        wst_status::WST_OK => c"ok",
+        wst_status::WST_PARTIAL => c"partial",
+        wst_status::WST_ERR_ARG => c"bad argument",
+        wst_status::WST_ERR_SPACE => c"no space",
+        wst_status::WST_ERR_INVALID => c"invalid",
+        wst_status::WST_DONE => c"done",
+        _ => c"unknown",
+    }
+    .as_ptr()
+}
+
 exports_match_contract! {
+    wst_status_name: unsafe extern "C" fn(wst_status) -> *const c_char;
     wst_check_request: unsafe extern "C" fn(
         wst_str,
         c_int,
@@ -1051,5 +1067,16 @@ mod tests {
             );
             assert_eq!(corrupt.state, 1000);
         }
+    }
+
+    #[test]
+    fn status_names() {
+        let name = |st| {
+            // SAFETY: the export returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(super::wst_status_name(st)) }.to_str().unwrap()
+        };
+        assert_eq!(name(wst_status::WST_OK), "ok");
+        assert_eq!(name(wst_status::WST_ERR_INVALID), "invalid");
+        assert_eq!(name(wst_status(42)), "unknown");
     }
 }

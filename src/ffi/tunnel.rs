@@ -7,7 +7,8 @@
 //!    when nothing is available now, having consumed whatever the socket
 //!    had (else poll() wakes us again at once); WST_IO_EOF at the end of
 //!    input (never AGAIN once the socket is at EOF); WST_IO_ERROR when the
-//!    connection is dead (os_error is then 0: callbacks carry no errno).
+//!    connection is dead, with `*os_error` saying what failed (an errno or
+//!    an apr_status_t; 0 if the callback does not know).
 //!    After OK the core calls `read` again without polling, until AGAIN.
 //!    For a raw endpoint, `read` (if given) is only called until its first
 //!    AGAIN, to drain what httpd's input filters already hold.
@@ -27,19 +28,20 @@
 //!    raw sockets and restores their flags before returning; it never
 //!    closes a socket, and leaves a filtered endpoint's socket alone.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_char, c_int, c_void};
 
 use super::contract::{
-    wst_end_reason, wst_endpoint, wst_io, wst_status, wst_tunnel_config, wst_tunnel_stats,
+    wst_end_reason, wst_endpoint, wst_io, wst_status, wst_stop, wst_tunnel_config,
+    wst_tunnel_stats,
 };
 use crate::sys::{self, Socket};
 use crate::tunnel::{
     self, Buffer, Config, EndReason, Endpoint, Io, Side, Stats, Stop, TunnelState, WsStats,
 };
 
-type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> wst_io;
-type WriteFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut usize) -> wst_io;
-type ShutdownFn = unsafe extern "C" fn(*mut c_void) -> wst_io;
+type ReadFn = unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize, *mut c_int) -> wst_io;
+type WriteFn = unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut usize, *mut c_int) -> wst_io;
+type ShutdownFn = unsafe extern "C" fn(*mut c_void, *mut c_int) -> wst_io;
 
 /// A `wst_endpoint` as an [`Endpoint`].
 ///
@@ -100,16 +102,17 @@ impl CEndpoint {
     fn ops_read(&mut self, f: ReadFn, buf: &mut [u8]) -> Io {
         let cap = buf.len();
         let mut n: usize = 0;
+        let mut err: c_int = 0;
         // SAFETY: f is the caller's non-NULL read callback, given its own
-        // ctx; buf is a live, exclusively borrowed region of cap bytes and n
-        // a writable local, both valid for the duration of the call.
-        let r = unsafe { f(self.ctx, buf.as_mut_ptr(), cap, &mut n) };
+        // ctx; buf is a live, exclusively borrowed region of cap bytes, n
+        // and err writable locals, all valid for the duration of the call.
+        let r = unsafe { f(self.ctx, buf.as_mut_ptr(), cap, &mut n, &mut err) };
         match r {
             wst_io::WST_IO_OK if n == 0 => Io::Again,
             wst_io::WST_IO_OK if n <= cap => Io::Ok(n),
             wst_io::WST_IO_AGAIN => Io::Again,
             wst_io::WST_IO_EOF => Io::Eof,
-            wst_io::WST_IO_ERROR => Io::Error(0),
+            wst_io::WST_IO_ERROR => Io::Error(err),
             // More than asked for, or an unknown code: a broken callback.
             _ => Io::Error(sys::EIO),
         }
@@ -143,17 +146,18 @@ impl Endpoint for CEndpoint {
         };
         let len = buf.len();
         let mut n: usize = 0;
+        let mut err: c_int = 0;
         // SAFETY: f is the caller's non-NULL write callback, given its own
         // ctx; buf is a live region of len bytes that the callback only
-        // reads, and n a writable local, valid for the call.
-        let r = unsafe { f(self.ctx, buf.as_ptr(), len, &mut n) };
+        // reads, n and err writable locals, valid for the call.
+        let r = unsafe { f(self.ctx, buf.as_ptr(), len, &mut n, &mut err) };
         match r {
             wst_io::WST_IO_OK if n > 0 && n <= len => Io::Ok(n),
             // Filtered writes block until done: AGAIN would make us wait
             // for a POLLOUT that may already be there, forever.
             wst_io::WST_IO_AGAIN => Io::Error(sys::EAGAIN),
             wst_io::WST_IO_EOF => Io::Error(sys::EPIPE),
-            wst_io::WST_IO_ERROR => Io::Error(0),
+            wst_io::WST_IO_ERROR => Io::Error(err),
             _ => Io::Error(sys::EIO),
         }
     }
@@ -163,11 +167,12 @@ impl Endpoint for CEndpoint {
             Some(f) if !self.raw => f,
             _ => return self.socket.shutdown_write(),
         };
+        let mut err: c_int = 0;
         // SAFETY: f is the caller's non-NULL shutdown callback, given its
-        // own ctx.
-        let r = unsafe { f(self.ctx) };
+        // own ctx and a writable local.
+        let r = unsafe { f(self.ctx, &mut err) };
         if r == wst_io::WST_IO_ERROR {
-            Io::Error(0)
+            Io::Error(err)
         } else {
             Io::Ok(0)
         }
@@ -236,15 +241,38 @@ fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
     }
 }
 
-/// What should_stop answered: a `wst_stop`; any other non-zero value is
-/// taken as WST_STOP_NOW.
-fn stop_from_c(v: c_int) -> Stop {
+/// What should_stop answered; a value outside the enum is taken as
+/// WST_STOP_NOW.
+fn stop_from_c(v: wst_stop) -> Stop {
     match v {
-        0 => Stop::No,
-        2 => Stop::GoingAway,
-        3 => Stop::Shutdown,
+        wst_stop::WST_STOP_NO => Stop::No,
+        wst_stop::WST_STOP_GOING_AWAY => Stop::GoingAway,
+        wst_stop::WST_STOP_SHUTDOWN => Stop::Shutdown,
         _ => Stop::Now,
     }
+}
+
+/// See `wst_end_reason_name` in the contract header.
+#[no_mangle]
+pub extern "C" fn wst_end_reason_name(reason: wst_end_reason) -> *const c_char {
+    match end_reason_from_c(reason) {
+        Some(r) => r.name().as_ptr(),
+        None => c"unknown".as_ptr(),
+    }
+}
+
+fn end_reason_from_c(r: wst_end_reason) -> Option<EndReason> {
+    Some(match r {
+        wst_end_reason::WST_END_CLOSED => EndReason::Closed,
+        wst_end_reason::WST_END_CLIENT_ERROR => EndReason::ClientError,
+        wst_end_reason::WST_END_BACKEND_ERROR => EndReason::BackendError,
+        wst_end_reason::WST_END_IDLE => EndReason::Idle,
+        wst_end_reason::WST_END_STOPPED => EndReason::Stopped,
+        wst_end_reason::WST_END_POLL_ERROR => EndReason::PollError,
+        wst_end_reason::WST_END_PING_TIMEOUT => EndReason::PingTimeout,
+        wst_end_reason::WST_END_GOING_AWAY => EndReason::GoingAway,
+        _ => return None,
+    })
 }
 
 /// See `wst_tunnel_state_size` in the contract header.
@@ -425,6 +453,7 @@ fn restore(fd: sys::Fd, flags: Option<c_int>) {
 
 exports_match_contract! {
     wst_tunnel_state_size: unsafe extern "C" fn() -> usize;
+    wst_end_reason_name: unsafe extern "C" fn(wst_end_reason) -> *const c_char;
     wst_tunnel_run: unsafe extern "C" fn(
         *mut wst_endpoint,
         *mut wst_endpoint,
@@ -467,6 +496,7 @@ mod tests {
         buf: *mut u8,
         cap: usize,
         n: *mut usize,
+        _os_error: *mut c_int,
     ) -> wst_io {
         // SAFETY: ctx is the test's live Ctx, used by this thread only; buf
         // is valid for cap bytes and n for one write (the core's contract).
@@ -508,6 +538,7 @@ mod tests {
         buf: *const u8,
         len: usize,
         n: *mut usize,
+        _os_error: *mut c_int,
     ) -> wst_io {
         // SAFETY: as in cb_read; buf is valid for len bytes.
         let (c, data, n) = unsafe {
@@ -533,7 +564,7 @@ mod tests {
         wst_io::WST_IO_OK
     }
 
-    unsafe extern "C" fn cb_shutdown(ctx: *mut c_void) -> wst_io {
+    unsafe extern "C" fn cb_shutdown(ctx: *mut c_void, _os_error: *mut c_int) -> wst_io {
         // SAFETY: as in cb_read.
         let c = unsafe { &mut *ctx.cast::<Ctx>() };
         c.shutdowns += 1;
@@ -543,10 +574,14 @@ mod tests {
         }
     }
 
-    unsafe extern "C" fn cb_stop(ctx: *mut c_void) -> c_int {
+    unsafe extern "C" fn cb_stop(ctx: *mut c_void) -> wst_stop {
         // SAFETY: ctx is the test's AtomicBool, alive for the whole run.
         let flag = unsafe { &*ctx.cast::<AtomicBool>() };
-        c_int::from(flag.load(Ordering::Relaxed))
+        if flag.load(Ordering::Relaxed) {
+            wst_stop::WST_STOP_NOW
+        } else {
+            wst_stop::WST_STOP_NO
+        }
     }
 
     static OPS: wst_endpoint_ops = wst_endpoint_ops {
@@ -915,10 +950,10 @@ mod tests {
         assert!(!nonblocking(cfd));
     }
 
-    unsafe extern "C" fn cb_stop_value(ctx: *mut c_void) -> c_int {
+    unsafe extern "C" fn cb_stop_value(ctx: *mut c_void) -> wst_stop {
         // SAFETY: ctx is the test's AtomicI32, alive for the whole run.
         let v = unsafe { &*ctx.cast::<std::sync::atomic::AtomicI32>() };
-        v.load(Ordering::Relaxed)
+        wst_stop(v.load(Ordering::Relaxed).unsigned_abs())
     }
 
     /// A WebSocket tunnel between two raw endpoints (no ops), through the
@@ -1080,5 +1115,19 @@ mod tests {
 
     fn cbuf_ptr_offset(c: &wst_endpoint, off: usize) -> *mut u8 {
         c.buf.wrapping_add(off)
+    }
+
+    #[test]
+    fn end_reason_names_are_the_notes_words() {
+        use core::ffi::CStr;
+        let name = |r| {
+            // SAFETY: the export returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(super::wst_end_reason_name(r)) }.to_str().unwrap()
+        };
+        assert_eq!(name(wst_end_reason::WST_END_CLOSED), "closed");
+        assert_eq!(name(wst_end_reason::WST_END_CLIENT_ERROR), "client-error");
+        assert_eq!(name(wst_end_reason::WST_END_PING_TIMEOUT), "ping-timeout");
+        assert_eq!(name(wst_end_reason::WST_END_GOING_AWAY), "going-away");
+        assert_eq!(name(wst_end_reason(99)), "unknown");
     }
 }

@@ -103,25 +103,48 @@ pub struct ParsedResponse<'b, 'h> {
     pub headers: &'h [httparse::Header<'b>],
     /// Meaningful for `Other`; `None` for the other kinds.
     pub body: BodyMode,
-    /// Static explanation for the log.
-    pub why: &'static CStr,
+    /// Why the head got its kind (text for the log: [`Why::text`]).
+    pub why: Why,
 }
 
-pub(crate) mod whys {
-    use core::ffi::CStr;
-    pub const TUNNEL: &CStr = c"101 Switching Protocols answers the request";
-    pub const OTHER: &CStr = c"final response other than 101";
-    pub const MALFORMED: &CStr = c"malformed response head";
-    pub const TOO_MANY_HEADERS: &CStr = c"too many response header fields";
-    pub const BAD_STATUS: &CStr = c"invalid status code";
-    pub const BAD_LENGTH: &CStr = c"invalid or conflicting Content-Length";
-    pub const NOT_ASKED: &CStr = c"101 to a request that asked for no upgrade";
-    pub const NO_UPGRADE: &CStr = c"101 without an Upgrade header";
-    pub const WRONG_UPGRADE: &CStr = c"101 with an Upgrade protocol the client did not ask for";
-    pub const NO_CONNECTION: &CStr = c"101 without Connection: upgrade";
-    pub const NO_ACCEPT: &CStr = c"101 without a Sec-WebSocket-Accept";
-    pub const REPEATED_ACCEPT: &CStr = c"101 with repeated Sec-WebSocket-Accept";
-    pub const WRONG_ACCEPT: &CStr = c"101 without a matching Sec-WebSocket-Accept";
+/// Why a response head is judged as it is: one value per verdict or
+/// rejection, its text for the log in one place ([`Why::text`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    Tunnel,
+    Other,
+    Malformed,
+    TooManyHeaders,
+    BadStatus,
+    BadLength,
+    NotAsked,
+    NoUpgrade,
+    WrongUpgrade,
+    NoConnection,
+    NoAccept,
+    RepeatedAccept,
+    WrongAccept,
+}
+
+impl Why {
+    /// The static, NUL-terminated text the shim logs.
+    pub const fn text(self) -> &'static CStr {
+        match self {
+            Why::Tunnel => c"101 Switching Protocols answers the request",
+            Why::Other => c"final response other than 101",
+            Why::Malformed => c"malformed response head",
+            Why::TooManyHeaders => c"too many response header fields",
+            Why::BadStatus => c"invalid status code",
+            Why::BadLength => c"invalid or conflicting Content-Length",
+            Why::NotAsked => c"101 to a request that asked for no upgrade",
+            Why::NoUpgrade => c"101 without an Upgrade header",
+            Why::WrongUpgrade => c"101 with an Upgrade protocol the client did not ask for",
+            Why::NoConnection => c"101 without Connection: upgrade",
+            Why::NoAccept => c"101 without a Sec-WebSocket-Accept",
+            Why::RepeatedAccept => c"101 with repeated Sec-WebSocket-Accept",
+            Why::WrongAccept => c"101 without a matching Sec-WebSocket-Accept",
+        }
+    }
 }
 
 fn as_headers<'s, 'b>(
@@ -133,7 +156,7 @@ fn as_headers<'s, 'b>(
     })
 }
 
-fn invalid<'b, 'h>(why: &'static CStr) -> ParsedResponse<'b, 'h> {
+fn invalid<'b, 'h>(why: Why) -> ParsedResponse<'b, 'h> {
     ParsedResponse {
         kind: ResponseKind::Invalid,
         status: 0,
@@ -147,38 +170,38 @@ fn invalid<'b, 'h>(why: &'static CStr) -> ParsedResponse<'b, 'h> {
 }
 
 /// Check a 101 against what the client asked for.
-fn check_101(expect: &Expect<'_>, hs: &[httparse::Header<'_>]) -> Result<(), &'static CStr> {
+fn check_101(expect: &Expect<'_>, hs: &[httparse::Header<'_>]) -> Result<(), Why> {
     if comma_tokens(expect.protocol).next().is_none() {
-        return Err(whys::NOT_ASKED);
+        return Err(Why::NotAsked);
     }
     let mut upgrade = list_tokens(as_headers(hs), b"upgrade");
     if upgrade.clone().next().is_none() {
-        return Err(whys::NO_UPGRADE);
+        return Err(Why::NoUpgrade);
     }
     let chosen = upgrade.find(|t| {
         let name = protocol_name(t);
         comma_tokens(expect.protocol).any(|p| protocol_name(p).eq_ignore_ascii_case(name))
     });
     let Some(chosen) = chosen else {
-        return Err(whys::WRONG_UPGRADE);
+        return Err(Why::WrongUpgrade);
     };
     if !is_websocket_token(chosen) {
         return Ok(());
     }
     // RFC 6455 4.1: the client fails the connection without these.
     if !list_tokens(as_headers(hs), b"connection").any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
-        return Err(whys::NO_CONNECTION);
+        return Err(Why::NoConnection);
     }
     if expect.is_websocket {
         match count_named(as_headers(hs), b"sec-websocket-accept") {
-            0 => return Err(whys::NO_ACCEPT),
+            0 => return Err(Why::NoAccept),
             1 => {}
-            _ => return Err(whys::REPEATED_ACCEPT),
+            _ => return Err(Why::RepeatedAccept),
         }
         let got = first_named(as_headers(hs), b"sec-websocket-accept")
             .map_or(&[][..], |h| trim_ows(h.value));
         if got != websocket_accept(expect.key) {
-            return Err(whys::WRONG_ACCEPT);
+            return Err(Why::WrongAccept);
         }
     }
     Ok(())
@@ -189,7 +212,7 @@ fn body_mode(
     status: u16,
     head_request: bool,
     hs: &[httparse::Header<'_>],
-) -> Result<BodyMode, &'static CStr> {
+) -> Result<BodyMode, Why> {
     if head_request || status < 200 || status == 204 || status == 304 {
         return Ok(BodyMode::None);
     }
@@ -213,9 +236,9 @@ fn body_mode(
         // "Content-Length: 42, 42" is a list of identical values; an empty
         // element is as bad as a non-numeric one.
         for element in h.value.split(|&b| b == b',') {
-            let n = parse_decimal(trim_ows(element)).ok_or(whys::BAD_LENGTH)?;
+            let n = parse_decimal(trim_ows(element)).ok_or(Why::BadLength)?;
             match length {
-                Some(l) if l != n => return Err(whys::BAD_LENGTH),
+                Some(l) if l != n => return Err(Why::BadLength),
                 _ => length = Some(n),
             }
         }
@@ -256,8 +279,8 @@ pub fn parse_response<'b, 'h>(
                 }
                 break;
             }
-            Err(httparse::Error::TooManyHeaders) => return Some(invalid(whys::TOO_MANY_HEADERS)),
-            Err(_) => return Some(invalid(whys::MALFORMED)),
+            Err(httparse::Error::TooManyHeaders) => return Some(invalid(Why::TooManyHeaders)),
+            Err(_) => return Some(invalid(Why::Malformed)),
         }
     }
     let rest = buf.get(start..)?;
@@ -265,7 +288,7 @@ pub fn parse_response<'b, 'h>(
     let n = match resp.parse(rest) {
         Ok(httparse::Status::Complete(n)) => n,
         // Cannot happen: the same bytes parsed above.
-        _ => return Some(invalid(whys::MALFORMED)),
+        _ => return Some(invalid(Why::Malformed)),
     };
     let status = resp.code.unwrap_or(0);
     let hs: &'h [httparse::Header<'b>] = resp.headers;
@@ -277,18 +300,18 @@ pub fn parse_response<'b, 'h>(
         reason: resp.reason.map_or(&[][..], str::as_bytes),
         headers: hs,
         body: BodyMode::None,
-        why: whys::OTHER,
+        why: Why::Other,
     };
     if !(100..=999).contains(&status) {
         out.kind = ResponseKind::Invalid;
-        out.why = whys::BAD_STATUS;
+        out.why = Why::BadStatus;
         return Some(out);
     }
     if status == 101 {
         match check_101(expect, hs) {
             Ok(()) => {
                 out.kind = ResponseKind::Tunnel;
-                out.why = whys::TUNNEL;
+                out.why = Why::Tunnel;
             }
             Err(why) => {
                 out.kind = ResponseKind::BadUpgrade;
@@ -327,7 +350,7 @@ mod tests {
         buf: &[u8],
         expect: &Expect<'_>,
         head: bool,
-    ) -> Option<(ResponseKind, u16, usize, BodyMode, &'static CStr)> {
+    ) -> Option<(ResponseKind, u16, usize, BodyMode, Why)> {
         let mut hs = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         parse_response(buf, expect, head, &mut hs)
             .map(|r| (r.kind, r.status, r.header_len, r.body, r.why))
@@ -413,17 +436,17 @@ mod tests {
 
     #[test]
     fn bad_101s() {
-        let cases: &[(&str, &CStr)] = &[
-            ("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", whys::NO_UPGRADE),
-            ("HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", whys::WRONG_UPGRADE),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websockets\r\nConnection: Upgrade\r\n\r\n", whys::WRONG_UPGRADE),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", whys::NO_CONNECTION),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", whys::NO_CONNECTION),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", whys::NO_ACCEPT),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", whys::REPEATED_ACCEPT),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: S3PPLMBITXAQ9KYGZZHZRBK+XOO=\r\n\r\n", whys::WRONG_ACCEPT),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", whys::WRONG_ACCEPT),
-            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \r\n\r\n", whys::WRONG_ACCEPT),
+        let cases: &[(&str, Why)] = &[
+            ("HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", Why::NoUpgrade),
+            ("HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", Why::WrongUpgrade),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websockets\r\nConnection: Upgrade\r\n\r\n", Why::WrongUpgrade),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", Why::NoConnection),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", Why::NoConnection),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", Why::NoAccept),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", Why::RepeatedAccept),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: S3PPLMBITXAQ9KYGZZHZRBK+XOO=\r\n\r\n", Why::WrongAccept),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", Why::WrongAccept),
+            ("HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \r\n\r\n", Why::WrongAccept),
         ];
         for (resp, why) in cases {
             let r = parse(resp.as_bytes(), &ws(), false).unwrap();
@@ -436,7 +459,7 @@ mod tests {
         // A 101 to a check that chose nothing.
         let none = Expect::default();
         let r = parse(GOOD_101.as_bytes(), &none, false).unwrap();
-        assert_eq!((r.0, r.4), (ResponseKind::BadUpgrade, whys::NOT_ASKED));
+        assert_eq!((r.0, r.4), (ResponseKind::BadUpgrade, Why::NotAsked));
     }
 
     #[test]
@@ -519,7 +542,7 @@ mod tests {
             )
             .unwrap()
             .4,
-            whys::NO_ACCEPT
+            Why::NoAccept
         );
     }
 
@@ -681,27 +704,27 @@ mod tests {
                 "{resp} head={head}"
             );
             if *kind == ResponseKind::Invalid {
-                assert_eq!(r.4, whys::BAD_LENGTH);
+                assert_eq!(r.4, Why::BadLength);
             }
         }
     }
 
     #[test]
     fn garbage_and_limits() {
-        let cases: &[(&[u8], &CStr)] = &[
-            (b"SSH-2.0-OpenSSH_9.6\r\n", whys::MALFORMED),
-            (b"HTTP/2 200\r\n\r\n", whys::MALFORMED),
-            (b"HTTP/1.1 20 OK\r\n\r\n", whys::MALFORMED),
-            (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", whys::MALFORMED),
+        let cases: &[(&[u8], Why)] = &[
+            (b"SSH-2.0-OpenSSH_9.6\r\n", Why::Malformed),
+            (b"HTTP/2 200\r\n\r\n", Why::Malformed),
+            (b"HTTP/1.1 20 OK\r\n\r\n", Why::Malformed),
+            (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", Why::Malformed),
             (
                 b"HTTP/1.1 200 OK\r\nX: a\r\n  folded\r\n\r\n",
-                whys::MALFORMED,
+                Why::Malformed,
             ),
-            (b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", whys::MALFORMED),
-            (b"HTTP/1.1 099 Low\r\n\r\n", whys::BAD_STATUS),
+            (b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", Why::Malformed),
+            (b"HTTP/1.1 099 Low\r\n\r\n", Why::BadStatus),
             (
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX:\x00\r\n\r\n",
-                whys::MALFORMED,
+                Why::Malformed,
             ),
         ];
         for (resp, why) in cases {
@@ -723,7 +746,7 @@ mod tests {
         assert_eq!((r.0, r.3), (ResponseKind::Other, BodyMode::Close));
         many.extend_from_slice(b"X-last: v\r\n\r\n");
         let r = parse(&many, &ws(), false).unwrap();
-        assert_eq!((r.0, r.4), (ResponseKind::Invalid, whys::TOO_MANY_HEADERS));
+        assert_eq!((r.0, r.4), (ResponseKind::Invalid, Why::TooManyHeaders));
         // Too many in an interim response too.
         let mut interim = b"HTTP/1.1 103 Early Hints\r\n".to_vec();
         for i in 0..=MAX_RESPONSE_HEADERS {
@@ -732,7 +755,7 @@ mod tests {
         interim.extend_from_slice(b"\r\n");
         assert_eq!(
             parse(&interim, &ws(), false).unwrap().4,
-            whys::TOO_MANY_HEADERS
+            Why::TooManyHeaders
         );
     }
 
