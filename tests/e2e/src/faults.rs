@@ -6,15 +6,15 @@
 //! backend's threads end when it is dropped.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::httpd::Httpd;
 use crate::procfs::{fd_count, tcp_sockets_of, TCP_CLOSE_WAIT, TCP_LISTEN};
+use crate::rawbackend::{is_timeout, read_request_head, response_101, NoHead, Recorder};
 use crate::ws;
 
 /// What the backend does once it has read the upgrade request.
@@ -65,10 +65,7 @@ pub struct Seen {
 
 /// A TCP backend on 127.0.0.1 that behaves as told, and records what it saw.
 pub struct FaultBackend {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Arc<Mutex<Seen>>>>>,
-    accept: Option<JoinHandle<()>>,
+    seen: Recorder<Seen>,
 }
 
 /// Longest a backend connection lives by default (see [`FaultBackend::start_for`]).
@@ -83,73 +80,29 @@ impl FaultBackend {
     /// A backend whose connections live at most `lifetime`, accepting for `lifetime` plus
     /// 2 minutes (long runs such as the soak).
     pub fn start_for(behaviour: Behaviour, lifetime: Duration) -> FaultBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen: Arc<Mutex<Vec<Arc<Mutex<Seen>>>>> = Arc::default();
-        let (stop2, seen2) = (stop.clone(), seen.clone());
-        let accept = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut conns = Vec::new();
-            while !stop2.load(Ordering::Relaxed)
-                && started.elapsed() < lifetime + Duration::from_secs(120)
-            {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let rec = Arc::new(Mutex::new(Seen::default()));
-                        seen2.lock().unwrap().push(rec.clone());
-                        let (b, st) = (behaviour.clone(), stop2.clone());
-                        conns.push(std::thread::spawn(move || serve(s, b, rec, st, lifetime)));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-            for c in conns {
-                let _ = c.join();
-            }
+        let seen = Recorder::start(lifetime + Duration::from_secs(120), move |s, rec, stop| {
+            serve(s, behaviour.clone(), rec, stop, lifetime)
         });
-        FaultBackend {
-            port,
-            stop,
-            seen,
-            accept: Some(accept),
-        }
+        FaultBackend { seen }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.seen.port()
     }
 
     /// How many connections were accepted.
     pub fn connections(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        self.seen.connections()
     }
 
     /// What connection `i` saw so far.
     pub fn seen(&self, i: usize) -> Option<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .get(i)
-            .map(|s| s.lock().unwrap().clone())
+        self.seen.get(i)
     }
 
     /// Wait until connection `i` has ended (its `end` is set), at most `timeout`.
     pub fn wait_end(&self, i: usize, timeout: Duration) -> Option<Seen> {
-        crate::wait_for(timeout, || self.seen(i).filter(|s| !s.end.is_empty()))
-    }
-}
-
-impl Drop for FaultBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
-        }
+        self.seen.wait(i, timeout, |s| !s.end.is_empty())
     }
 }
 
@@ -212,11 +165,7 @@ fn drain(s: &mut TcpStream, rec: &Mutex<Seen>, stop: &AtomicBool, echo: bool, li
                     rec.lock().unwrap().bytes_sent += n as u64;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(e) => {
                 set_end(rec, &io_end(&e));
                 return;
@@ -233,25 +182,6 @@ fn hold(rec: &Mutex<Seen>, stop: &AtomicBool, limit: Duration) {
     set_end(rec, "dropped");
 }
 
-fn response_101(request: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request);
-    let key = text
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        ws::accept_key(&key)
-    )
-    .into_bytes()
-}
-
 fn serve(
     mut s: TcpStream,
     b: Behaviour,
@@ -261,36 +191,21 @@ fn serve(
 ) {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-    // The request head.
-    let mut head = Vec::new();
-    let started = Instant::now();
-    let mut chunk = [0u8; 4096];
-    let extra = loop {
-        if let Some(end) = ws::head_end(&head) {
-            let extra = head.split_off(end);
-            break extra;
-        }
-        if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
+    let (head, extra) = match read_request_head(&mut s, &stop, Instant::now() + limit) {
+        Ok(got) => got,
+        Err(NoHead::Stopped) => {
             set_end(&rec, "dropped");
             return;
         }
-        match s.read(&mut chunk) {
-            Ok(0) => {
-                rec.lock().unwrap().request = head;
-                set_end(&rec, "eof");
-                return;
-            }
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                rec.lock().unwrap().request = head;
-                set_end(&rec, &io_end(&e));
-                return;
-            }
+        Err(NoHead::Eof(partial)) => {
+            rec.lock().unwrap().request = partial;
+            set_end(&rec, "eof");
+            return;
+        }
+        Err(NoHead::Io(e, partial)) => {
+            rec.lock().unwrap().request = partial;
+            set_end(&rec, &io_end(&e));
+            return;
         }
     };
     {
@@ -363,9 +278,7 @@ fn serve(
                         }
                         match s.write(&frame) {
                             Ok(n) => rec.lock().unwrap().bytes_sent += n as u64,
-                            Err(e)
-                                if e.kind() == io::ErrorKind::WouldBlock
-                                    || e.kind() == io::ErrorKind::TimedOut => {}
+                            Err(e) if is_timeout(&e) => {}
                             Err(e) => {
                                 set_end(&rec, &format!("write-{}", io_end(&e)));
                                 break;

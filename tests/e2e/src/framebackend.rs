@@ -8,13 +8,13 @@
 //! Every connection lives at most `lifetime`; reads poll every 100 ms so the backend stops
 //! promptly when dropped.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::rawbackend::{is_timeout, read_request_head, response_101, NoHead, Recorder};
 use crate::ws::{self, Frame, OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
 /// What one backend connection saw.
@@ -50,76 +50,31 @@ pub fn close_code(payload: &[u8]) -> Option<u16> {
 }
 
 pub struct FrameBackend {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<Arc<Mutex<BackendConn>>>>>,
-    accept: Option<JoinHandle<()>>,
+    conns: Recorder<BackendConn>,
 }
 
 impl FrameBackend {
     /// Start on a free port. Connections live at most `lifetime`.
     pub fn start(answer_pings: bool, lifetime: Duration) -> FrameBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<Arc<Mutex<BackendConn>>>>> = Arc::default();
-        let (stop2, conns2) = (stop.clone(), conns.clone());
-        let accept = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut threads = Vec::new();
-            while !stop2.load(Ordering::Relaxed)
-                && started.elapsed() < lifetime + Duration::from_secs(60)
-            {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let rec = Arc::new(Mutex::new(BackendConn::default()));
-                        conns2.lock().unwrap().push(rec.clone());
-                        let st = stop2.clone();
-                        threads.push(std::thread::spawn(move || {
-                            let end = serve(s, answer_pings, &rec, &st, lifetime);
-                            rec.lock().unwrap().end = end;
-                        }));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => break,
-                }
-            }
-            for t in threads {
-                let _ = t.join();
-            }
+        let conns = Recorder::start(lifetime + Duration::from_secs(60), move |s, rec, stop| {
+            let end = serve(s, answer_pings, &rec, &stop, lifetime);
+            rec.lock().unwrap().end = end;
         });
-        FrameBackend {
-            port,
-            stop,
-            conns,
-            accept: Some(accept),
-        }
+        FrameBackend { conns }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.conns.port()
     }
     pub fn connections(&self) -> usize {
-        self.conns.lock().unwrap().len()
+        self.conns.connections()
     }
     /// Snapshot of connection `i`.
     pub fn conn(&self, i: usize) -> Option<BackendConn> {
-        self.conns
-            .lock()
-            .unwrap()
-            .get(i)
-            .map(|c| c.lock().unwrap().clone())
+        self.conns.get(i)
     }
     pub fn all(&self) -> Vec<BackendConn> {
-        self.conns
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|c| c.lock().unwrap().clone())
-            .collect()
+        self.conns.all()
     }
     /// Wait until connection `i` satisfies `pred`.
     pub fn wait_conn(
@@ -128,16 +83,7 @@ impl FrameBackend {
         timeout: Duration,
         pred: impl Fn(&BackendConn) -> bool,
     ) -> Option<BackendConn> {
-        crate::wait_for(timeout, || self.conn(i).filter(|c| pred(c)))
-    }
-}
-
-impl Drop for FrameBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(a) = self.accept.take() {
-            let _ = a.join();
-        }
+        self.conns.wait(i, timeout, pred)
     }
 }
 
@@ -152,43 +98,17 @@ fn serve(
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    // Request head.
-    let head_len = loop {
-        if let Some(n) = ws::head_end(&buf) {
-            break n;
-        }
-        if stop.load(Ordering::Relaxed) || started.elapsed() > lifetime {
-            return "bad-request".into();
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => return "bad-request".into(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => return format!("reset: {e}"),
-        }
+    let (head, mut buf) = match read_request_head(&mut s, stop, started + lifetime) {
+        Ok(got) => got,
+        Err(NoHead::Stopped | NoHead::Eof(_)) => return "bad-request".into(),
+        Err(NoHead::Io(e, _)) => return format!("reset: {e}"),
     };
-    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
-    buf.drain(..head_len);
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    rec.lock().unwrap().request = head;
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n\r\n",
-        ws::accept_key(&key)
-    );
-    if s.write_all(resp.as_bytes()).is_err() {
+    let resp = response_101(&head);
+    rec.lock().unwrap().request = String::from_utf8_lossy(&head).into_owned();
+    if s.write_all(&resp).is_err() {
         return "write-error".into();
     }
+    let mut chunk = [0u8; 16 * 1024];
     let mut close_sent = false;
     loop {
         while let Some((f, used)) = ws::decode_frame(&buf) {
@@ -226,11 +146,4 @@ fn serve(
             Err(e) => return format!("reset: {e}"),
         }
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
 }

@@ -7,6 +7,9 @@
 //! * [`ws`]: WebSocket frame and handshake helpers shared by the clients and `wst-echo`.
 //! * [`h2ws`]: WebSocket over HTTP/2 (RFC 8441 extended CONNECT) client.
 //! * [`procfs`]: memory, descriptors and TCP states of httpd's processes from /proc.
+//! * [`faults`], [`framebackend`]: scripted raw-TCP backends, on [`rawbackend`]'s accept loop.
+//! * [`need`]: skip guards; [`tunnels`]: opening and counting tunnels (the cap, mod_status);
+//!   [`notes`]: the module's request notes in a log.
 //!
 //! Every network operation has a timeout ([`IO_TIMEOUT`]) so that no test can hang, whatever
 //! httpd does.
@@ -17,10 +20,14 @@ pub mod faults;
 pub mod framebackend;
 pub mod h2ws;
 pub mod httpd;
+pub mod need;
 pub mod net;
+pub mod notes;
 pub mod observe;
 pub mod pki;
 pub mod procfs;
+pub mod rawbackend;
+pub mod tunnels;
 pub mod ws;
 
 pub use backend::{Websocketd, WstEcho};

@@ -222,7 +222,13 @@ fn backend_never_answers() {
         waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
         "answered after {waited:?} with ProxyTimeout 2"
     );
-    assert!(h.wait_error_log(Duration::from_secs(2), "timeout waiting for the backend"));
+    // The head's deadline (ProxyTimeout) has passed: WST019 says so.
+    assert!(
+        h.wait_error_line(Duration::from_secs(2), &["WST019", "did not complete within"])
+            .is_some(),
+        "no WST019 line:\n{}",
+        h.error_log()
+    );
     // httpd closes its side: the backend sees EOF.
     let seen = wst_e2e::wait_for(Duration::from_secs(3), || {
         b.seen(0).filter(|s| !s.request.is_empty())
