@@ -2,7 +2,8 @@
 #
 #   make               build/mod_proxy_wstunnel.so for the httpd whose apxs is found
 #   make install       install it with apxs
-#   make test          unit tests, glibc check, and the end-to-end suite (real httpd)
+#   make test          everything CI runs (README: Building and testing): unit tests, static
+#                      checks, e2e on 2.4 and i686, fuzz, soak, memcheck, packages, browsers
 #   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
 #   make bench         ours vs stock (default and legacy paths), nginx, HAProxy, direct (~8 min; BENCH_QUICK=1: ~1.5 min)

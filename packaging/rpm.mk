@@ -86,13 +86,14 @@ rpm-bin: $(addprefix rpm-bin-,$(RPM_ARCHES))
 # The source RPM: C shim, contract header, export map, the .so checks, and
 # the Rust core as prebuilt static archives (debug info stripped; they hold
 # no httpd code), with a note of how they were made.
-rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) Makefile $(SHIM_SRC) $(SHIM_HDR) $(wildcard apxs/*) \
+rpm-srpm: $(RPM_SPEC) $(RPM_EXTRA) Makefile scripts/install-guard.sh $(SHIM_SRC) $(SHIM_HDR) $(wildcard apxs/*) \
           $(foreach a,$(RPM_CORES),$(RPM_CORE_$(a))) | rpm-tools
 	@set -e; top=$(CURDIR)/$(RPM_WORK)/src; st=$$top/stage/$(RPM_TARDIR); \
 	rm -rf $$top; mkdir -p $$st/c_shim/include $$st/apxs $$st/packaging $$top/SOURCES; \
 	cp -p $(SHIM_SRC) $(filter c_shim/%.h,$(filter-out c_shim/include/%,$(SHIM_HDR))) $$st/c_shim/; \
 	cp -p $(filter c_shim/include/%,$(SHIM_HDR)) $$st/c_shim/include/; \
 	cp -p apxs/exports.map apxs/check-so.sh apxs/check-api.sh apxs/check-archive.sh apxs/api-httpd22.txt apxs/api-newer.txt $$st/apxs/; \
+	mkdir -p $$st/scripts; cp -p scripts/install-guard.sh $$st/scripts/; \
 	cp -p README.md Makefile $$st/; cp -p $(RPM_SPEC) $(RPM_EXTRA) packaging/so-abi.sh $$st/packaging/; \
 	{ echo "Prebuilt Rust core of mod_proxy_wstunnel $(RPM_VERSION), made by 'make rpm'"; \
 	  echo "source: $$(git rev-parse HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock build.rs c_shim/include 2>/dev/null || echo ' (with uncommitted changes)')"; \

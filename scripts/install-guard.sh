@@ -144,7 +144,7 @@ install-guard: refusing to install over $p:
     make deb
     dpkg -i build/deb/libapache2-mod-proxy-wstunnel-rs_*.deb   # enables proxy_wstunnel_rs
 
-  (README.md: "Install on Debian/Ubuntu"). For an httpd built from source,
+  (README.md: Install, "Debian/Ubuntu"). For an httpd built from source,
   name its apxs: make install APXS=/path/to/bin/apxs
 EOF
 else

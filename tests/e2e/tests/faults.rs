@@ -701,7 +701,7 @@ fn write_until_blocked(c: &RawClient) -> (u64, TcpStream) {
     (sent, w)
 }
 
-/// REGRESSION (bug found by this suite, see docs/security.md "Findings"): while the
+/// REGRESSION (bug found by this suite, see the README's Security section, "Findings of the hardening work"): while the
 /// client→backend direction waits for a backend that does not read, and the backend sends
 /// nothing, the client's socket is left out of the poll set, so a client RST goes unnoticed and
 /// the tunnel (a worker thread, both sockets) is held until the backend reads or closes, or
