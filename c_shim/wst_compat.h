@@ -22,6 +22,12 @@
 #define WST_HAVE_CANONENC_EX AP_MODULE_MAGIC_AT_LEAST(20120211, 127)
 /* conn_rec->master (HTTP/2 secondary connections): 2.4.17. */
 #define WST_HAVE_CONN_MASTER AP_MODULE_MAGIC_AT_LEAST(20120211, 52)
+/* ap_get_pollfd_from_conn(): 2.4.58 (MMN 20120211.129). */
+/* A descriptor to poll for a connection's input, HTTP/2 streams included
+ * (mod_http2 gives a stream's notification pipe); 2.4.58 also brought
+ * H2WebSockets (RFC 8441). Without it a WebSocket over HTTP/2 cannot be
+ * tunnelled by this module (501, or mod_proxy_http's). */
+#define WST_HAVE_POLLFD_FROM_CONN AP_MODULE_MAGIC_AT_LEAST(20120211, 129)
 /* ProxyAddHeaders (proxy_dir_conf->add_forwarded_headers): every 2.4. */
 #define WST_HAVE_ADD_FORWARDED WST_HTTPD_24
 /* ap_proxy_connection_create() sets the "proxy-request-hostname" note that
@@ -80,6 +86,7 @@
 #pragma GCC poison apr_pollcb_wakeup apr_skiplist_init
 #pragma GCC poison ap_get_conn_socket ap_cstr_casecmp ap_cstr_casecmpn
 #pragma GCC poison ap_proxy_connection_create_ex ap_proxy_canonenc_ex
+#pragma GCC poison ap_get_pollfd_from_conn
 #pragma GCC poison ap_proxy_port_of_scheme proxy_hook_check_trans
 #pragma GCC poison ap_log_cserror ap_log_data ap_state_query
 #pragma GCC poison ap_mpm_register_timed_callback ap_log_error_ ap_log_rerror_

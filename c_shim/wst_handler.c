@@ -7,6 +7,7 @@
  * a non-101 answer as an ordinary HTTP response, and starting the tunnel.
  */
 #include "wst_shim.h"
+#include "apr_poll.h"
 
 /* A 101 head is a few hundred bytes: start small (the request pool's memory
  * stays with the tunnel for its whole life) and double up to the limit. */
@@ -200,10 +201,90 @@ typedef struct wst_call {
     char *buf;                     /* the upgrade request, then the answer */
     apr_size_t len, cap;
     wst_response *resp;
+    int h2;                        /* an HTTP/2 stream (RFC 8441) tunnelled here */
 } wst_call;
 
 /* A step's "go on to the next step"; anything else is the handler's answer. */
 #define WST_NEXT (-1000)
+
+#if WST_HAVE_POLLFD_FROM_CONN
+/* WebSocket over HTTP/2 (RFC 8441) without mod_proxy_http: can this module
+ * tunnel the stream itself? mod_http2 (H2WebSockets on) has turned the
+ * extended CONNECT into a GET with Upgrade: websocket, Connection: Upgrade
+ * and a Sec-WebSocket-Key of its own, on a secondary connection whose output
+ * filter H2_C2_WS_OUT turns a 101 answering that key into the stream's 200.
+ * The tunnel then reads and writes only through that connection's filters,
+ * and polls the descriptor ap_get_pollfd_from_conn() gives for its input
+ * (mod_http2: a pipe signalled whenever the stream's input gets data, ends
+ * or is reset), never the socket, which is the whole h2 connection's. */
+static int wst_h2_tunnel_possible(wst_call *k)
+{
+    request_rec *r = k->r;
+    conn_rec *c = r->connection;
+    ap_filter_t *f;
+    apr_pollfd_t pfd;
+    apr_status_t rv;
+    int rfc8441 = 0;
+
+    for (f = c->output_filters; f; f = f->next) {
+        if (f->frec && f->frec->name
+                && WST_CASECMP(f->frec->name, "H2_C2_WS_OUT") == 0) {
+            rfc8441 = 1;
+        }
+    }
+    if (!rfc8441) {
+        /* mod_http2 drops a client's own Upgrade header: this one was set
+         * by some other module, and nothing would turn a 101 into h2. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(016)
+                      "an HTTP/2 request with an Upgrade header that is not "
+                      "mod_http2's WebSocket (RFC 8441 extended CONNECT with "
+                      "H2WebSockets on): %s answered 501", k->url);
+        return HTTP_NOT_IMPLEMENTED;
+    }
+    memset(&pfd, 0, sizeof(pfd));
+    pfd.p = r->pool;
+    pfd.desc_type = APR_NO_DESC;
+    rv = ap_get_pollfd_from_conn(c, &pfd, NULL);
+    if (rv == APR_SUCCESS && pfd.desc_type == APR_NO_DESC) {
+        /* mod_http2: no input at all, the CONNECT came with END_STREAM */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(016)
+                      "WebSocket over HTTP/2: the client ended its stream "
+                      "with the extended CONNECT itself, nothing could flow "
+                      "from it: %s answered 400", k->url);
+        return HTTP_BAD_REQUEST;
+    }
+    if (rv != APR_SUCCESS || (pfd.desc_type != APR_POLL_FILE
+                              && pfd.desc_type != APR_POLL_SOCKET)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, WSTNO(016)
+                      "WebSocket over HTTP/2: mod_http2 has no descriptor to "
+                      "poll for this stream's input (a platform without "
+                      "pipes?): %s answered 501", k->url);
+        return HTTP_NOT_IMPLEMENTED;
+    }
+    return WST_NEXT;
+}
+
+/* The client's headers minus the "Transfer-Encoding: chunked" that mod_http2
+ * adds to a request whose stream stays open (its internal HTTP/1.1 framing
+ * of a body of unknown length): on an extended CONNECT the stream's DATA is
+ * the tunnel, not a request body, and the upgrade checks refuse a body. */
+static void wst_h2_drop_framing(wst_call *k)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < k->n_headers; i++) {
+        const wst_header *h = &k->headers[i];
+        if (h->name.len == 17
+                && WST_CASECMPN(h->name.ptr, "Transfer-Encoding", 17) == 0
+                && h->value.len == 7
+                && WST_CASECMPN(h->value.ptr, "chunked", 7) == 0) {
+            continue;
+        }
+        k->headers[n++] = *h;
+    }
+    k->n_headers = n;
+}
+#endif
 
 /* Step 1: is this request ours, and a WebSocket (or other) upgrade the core
  * accepts? Scheme, hand-overs, HTTP/2, the request checks. */
@@ -244,23 +325,40 @@ static int wst_classify(wst_call *k)
 #if WST_HAVE_CONN_MASTER
     if (r->connection->master && apr_table_get(r->headers_in, "Upgrade")) {
         /* An HTTP/2 stream (RFC 8441): its socket is the whole h2
-         * connection's, which this module must not poll or write. Decided
-         * before the HTTP/1.1 upgrade checks: mod_http2 turns the extended
-         * CONNECT into a GET + Upgrade carrying "Transfer-Encoding: chunked"
-         * (the stream stays open for data), which those checks refuse. */
+         * connection's, which this module must never poll or write. With
+         * mod_proxy_http loaded, it tunnels such streams (2.4.58+). Without
+         * it, from 2.4.58 on, this module does, through the stream's own
+         * filters and pollable descriptor (wst_io.c); before 2.4.58 there is
+         * neither H2WebSockets nor a descriptor to poll. */
         if (wst_proxy_http_serves_ws()) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(015)
                           "WebSocket over HTTP/2: %s handed to "
                           "mod_proxy_http", k->url);
             return DECLINED;
         }
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(016)
-                      "WebSocket over HTTP/2 is not supported by this module "
-                      "without mod_proxy_http: %s", k->url);
+#if WST_HAVE_POLLFD_FROM_CONN
+        {
+            int status = wst_h2_tunnel_possible(k);
+            if (status != WST_NEXT) {
+                return status;
+            }
+        }
+        k->h2 = 1;
+#else
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(016)
+                      "WebSocket over HTTP/2 needs mod_proxy_http, or this "
+                      "module built for httpd 2.4.58 or later: %s answered "
+                      "501", k->url);
         return HTTP_NOT_IMPLEMENTED;
+#endif
     }
 #endif
     k->headers = wst_request_headers(r, &k->n_headers);
+#if WST_HAVE_POLLFD_FROM_CONN
+    if (k->h2) {
+        wst_h2_drop_framing(k);
+    }
+#endif
     memset(&k->check, 0, sizeof(k->check));
     if (wst_check_request(wst_s(r->method), r->proto_num, k->headers,
                           k->n_headers, wst_s(k->worker_upgrade),
@@ -451,6 +549,16 @@ static int wst_send_upgrade(wst_call *k)
 static int wst_read_head_by(wst_call *k, apr_time_t deadline,
                             apr_interval_time_t per_read);
 
+static int wst_head_too_late(wst_call *k, apr_interval_time_t per_read)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, k->r, WSTNO(019)
+                  "the backend's answer to the upgrade did not complete "
+                  "within %" APR_TIME_T_FMT " ms (%" APR_SIZE_T_FMT " bytes "
+                  "of it came): timeout= or ProxyTimeout bounds the whole head",
+                  (apr_time_t)apr_time_as_msec(per_read), k->len);
+    return HTTP_GATEWAY_TIME_OUT;
+}
+
 static int wst_read_head(wst_call *k)
 {
     apr_socket_t *sock = k->backend->sock;
@@ -489,13 +597,7 @@ static int wst_read_head_by(wst_call *k, apr_time_t deadline,
         if (deadline) {
             apr_interval_time_t left = deadline - apr_time_now();
             if (left <= 0) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(019)
-                              "the backend's answer to the upgrade did not "
-                              "complete within %" APR_TIME_T_FMT " ms "
-                              "(%" APR_SIZE_T_FMT " bytes of it came): "
-                              "timeout= or ProxyTimeout bounds the whole head",
-                              (apr_time_t)apr_time_as_msec(per_read), k->len);
-                return HTTP_GATEWAY_TIME_OUT;
+                return wst_head_too_late(k, per_read);
             }
             apr_socket_timeout_set(k->backend->sock,
                                    left < per_read ? left : per_read);
@@ -518,13 +620,7 @@ static int wst_read_head_by(wst_call *k, apr_time_t deadline,
         if (APR_STATUS_IS_TIMEUP(rv) && deadline) {
             /* Each read waits at most until the deadline (it is never
              * further than one per-read timeout away): this is it. */
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(019)
-                          "the backend's answer to the upgrade did not "
-                          "complete within %" APR_TIME_T_FMT " ms "
-                          "(%" APR_SIZE_T_FMT " bytes of it came): "
-                          "timeout= or ProxyTimeout bounds the whole head",
-                          (apr_time_t)apr_time_as_msec(per_read), k->len);
-            return HTTP_GATEWAY_TIME_OUT;
+            return wst_head_too_late(k, per_read);
         }
         if (APR_STATUS_IS_TIMEUP(rv)) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, WSTNO(008)

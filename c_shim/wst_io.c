@@ -6,10 +6,18 @@
  * the core moves bytes on the socket itself. Any other endpoint (mod_ssl,
  * ...) is "filtered": every read and write goes through the callbacks below.
  * mod_logio's %I/%O are kept right for the bytes the core moved itself.
+ *
+ * An HTTP/2 stream (RFC 8441, httpd 2.4.58+) is a filtered client of its
+ * own kind: its connection is mod_http2's secondary one, whose socket is the
+ * whole h2 connection's (mod_http2 even installs a process-wide dummy), so
+ * the tunnel polls the descriptor httpd gives for the stream's input (see
+ * wst_h2_input_fd) and moves every byte through the connection's filters.
  */
 #include "wst_shim.h"
 #include "ap_mpm.h"
 #include "apr_optional.h"
+#include "apr_poll.h"
+#include "apr_portable.h"
 #include <sys/mman.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -42,6 +50,7 @@ typedef struct wst_endpoint_ctx {
     wst_io_ctx io;
     apr_bucket_brigade *out;   /* for writes */
     int eof;                   /* an EOS was seen behind returned data */
+    int eos_sent;              /* HTTP/2: the stream's END_STREAM went out */
     apr_uint64_t filtered_in;  /* bytes read through the input filters */
     apr_uint64_t filtered_out; /* bytes written through the output filters */
 } wst_endpoint_ctx;
@@ -177,6 +186,116 @@ static const wst_endpoint_ops wst_filter_ops = {
     ep_read, ep_write, ep_shutdown_write
 };
 
+#if WST_HAVE_POLLFD_FROM_CONN
+/* The HTTP/2 stream's callbacks (writes are ep_write's: mod_http2's output
+ * filter puts the bytes into the stream's output beam, blocking while it is
+ * full, up to the server's Timeout).
+ *
+ * Reads: mod_http2's input filter answers a non-blocking read with the
+ * stream's DATA, or EAGAIN after draining the pipe that poll() watches (so a
+ * byte arriving later signals it again), APR_EOF once the client ended the
+ * stream (END_STREAM), ECONNABORTED once it was reset (RST_STREAM, or the h2
+ * connection closing: mod_http2 aborts the stream and signals the pipe).
+ * An EOS bucket is not the end: on an upgraded stream mod_http2 puts one
+ * first, ending the GET's (empty) body; only APR_EOF ends the input. */
+static wst_io ep_read_h2(void *vctx, unsigned char *buf, size_t cap,
+                         size_t *n, int *os_error)
+{
+    wst_endpoint_ctx *ctx = vctx;
+    int tries;
+
+    for (tries = 0; tries < 4; tries++) {
+        apr_size_t len = 0;
+        int eos = 0;
+        apr_status_t rv = wst_read_flat(ctx->io.c, ctx->io.bb,
+                                        APR_NONBLOCK_READ, (char *)buf, cap,
+                                        &len, &eos);
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            return WST_IO_AGAIN;
+        }
+        if (APR_STATUS_IS_EOF(rv)) {
+            return WST_IO_EOF;
+        }
+        if (rv != APR_SUCCESS) {
+            if (ctx->eos_sent && (APR_STATUS_IS_ECONNABORTED(rv)
+                                  || APR_STATUS_IS_ECONNRESET(rv))) {
+                /* Our END_STREAM went out: the client's END_STREAM or reset
+                 * closed the stream, and mod_http2 ends it so. */
+                return WST_IO_EOF;
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, ctx->io.r, WSTNO(020)
+                          "tunnel: reading from the %s (HTTP/2 stream) failed",
+                          ctx->io.name);
+            *os_error = (int)rv;
+            return WST_IO_ERROR;
+        }
+        if (len) {
+            ctx->filtered_in += len;
+            *n = len;
+            return WST_IO_OK;
+        }
+        /* only metadata (that EOS, a FLUSH): read on */
+    }
+    /* Nothing but metadata so far: the pipe still holds the signal of
+     * whatever is left, so poll() comes straight back if there is more. */
+    return WST_IO_AGAIN;
+}
+
+/* The write side's end, RFC 8441's equivalent of a FIN: END_STREAM (an EOS
+ * through the stream's filters), once. The request's own end then sends no
+ * second one (r->eos_sent). */
+static wst_io ep_shutdown_h2(void *vctx, int *os_error)
+{
+    wst_endpoint_ctx *ctx = vctx;
+    conn_rec *c = ctx->io.c;
+    apr_status_t rv;
+
+    if (ctx->eos_sent) {
+        return WST_IO_OK;
+    }
+    ctx->eos_sent = 1;
+    ctx->io.r->eos_sent = 1;
+    APR_BRIGADE_INSERT_TAIL(ctx->out, apr_bucket_eos_create(c->bucket_alloc));
+    rv = ap_pass_brigade(c->output_filters, ctx->out);
+    apr_brigade_cleanup(ctx->out);
+    if (rv != APR_SUCCESS) {
+        *os_error = (int)rv;
+        return WST_IO_ERROR;
+    }
+    return WST_IO_OK;
+}
+
+static const wst_endpoint_ops wst_h2_ops = {
+    ep_read_h2, ep_write, ep_shutdown_h2
+};
+
+/* The descriptor to poll for an HTTP/2 stream's input, or -1. */
+static int wst_h2_input_fd(request_rec *r, conn_rec *c)
+{
+    apr_pollfd_t pfd;
+
+    memset(&pfd, 0, sizeof(pfd));
+    pfd.p = r->pool;
+    pfd.desc_type = APR_NO_DESC;
+    if (ap_get_pollfd_from_conn(c, &pfd, NULL) != APR_SUCCESS) {
+        return -1;
+    }
+    if (pfd.desc_type == APR_POLL_FILE && pfd.desc.f) {
+        apr_os_file_t fd = -1;
+        if (apr_os_file_get(&fd, pfd.desc.f) == APR_SUCCESS) {
+            return (int)fd;
+        }
+    }
+    else if (pfd.desc_type == APR_POLL_SOCKET && pfd.desc.s) {
+        apr_os_sock_t fd = -1;
+        if (apr_os_sock_get(&fd, pfd.desc.s) == APR_SUCCESS) {
+            return (int)fd;
+        }
+    }
+    return -1;
+}
+#endif
+
 /* The filters httpd puts on every plain connection and that the core may
  * bypass: the core ones, and mod_logio's counter (accounted for below). */
 static int wst_passive_filter(const char *name)
@@ -226,8 +345,10 @@ static unsigned char *wst_tunnel_buffer(apr_pool_t *p)
     return m;
 }
 
+/* sock: the connection's socket (NULL for an HTTP/2 stream); poll_fd: the
+ * descriptor the core polls (-1: the socket's). */
 static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
-                              int own_fd, const char *name,
+                              int poll_fd, const char *name,
                               wst_endpoint_ctx *ctx, wst_endpoint *ep)
 {
     apr_os_sock_t fd = -1;
@@ -240,9 +361,11 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
     ctx->io.bb = apr_brigade_create(r->pool, c->bucket_alloc);
     ctx->out = apr_brigade_create(r->pool, c->bucket_alloc);
 
-    apr_os_sock_get(&fd, sock);
+    if (sock) {
+        apr_os_sock_get(&fd, sock);
+    }
     memset(ep, 0, sizeof(*ep));
-    ep->fd = own_fd >= 0 ? own_fd : fd;
+    ep->fd = poll_fd >= 0 ? poll_fd : fd;
     ep->raw = wst_is_raw(r, c, name);
     ep->ctx = ctx;
     ep->ops = &wst_filter_ops;
@@ -293,6 +416,23 @@ typedef struct wst_tunnel_state {
     wst_tunnel_config cfg;
 } wst_tunnel_state;
 
+#if WST_HAVE_POLLFD_FROM_CONN
+/* HTTP/2: mod_http2 marks a stream it reset or gave up (RST_STREAM, the h2
+ * connection closing) aborted, and waits for its worker to finish before it
+ * lets the h2 connection go. The pipe signal makes the next read fail; this
+ * catches the case where the tunnel no longer reads the client (it ended
+ * its stream) and waits on an idle backend. Then the drain's answer. */
+static wst_stop wst_h2_should_stop(void *vt)
+{
+    wst_tunnel_state *t = vt;
+
+    if (t->cctx.io.c->aborted) {
+        return WST_STOP_NOW;
+    }
+    return wst_drain_should_stop(&t->drain);
+}
+#endif
+
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
                     int websocket, wst_tunnel_stats *stats)
@@ -306,7 +446,8 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     conn_rec *c = r->connection;
     conn_rec *backconn = backend->connection;
     apr_socket_t *client_sock = WST_CONN_SOCKET(c);
-    int *client_fd;
+    int *client_fd = NULL;
+    int h2_fd = -1;
     /* The tunnel's state lives in the request pool, not on this thread's
      * stack: the pool's current block usually has room for it, while stack
      * pages touched once stay resident with the thread for the tunnel's
@@ -324,10 +465,33 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     c->keepalive = AP_CONN_CLOSE;
     backconn->keepalive = AP_CONN_CLOSE;
 
-    client_fd = wst_own_fd(r->pool, client_sock);
-
-    wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
-                      &t->client);
+#if WST_HAVE_POLLFD_FROM_CONN
+    if (c->master) {
+        /* An HTTP/2 stream: c's socket is not this stream's (see above).
+         * The drain watches the h2 connection's socket, which is what an
+         * MPM's hard stop closes. */
+        h2_fd = wst_h2_input_fd(r, c);
+        if (h2_fd < 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(028)
+                          "tunnel: the HTTP/2 stream has no descriptor to "
+                          "poll any more");
+            memset(stats, 0, sizeof(*stats));
+            stats->reason = WST_END_CLIENT_ERROR;
+            c->aborted = 1;
+            return;
+        }
+        client_sock = WST_CONN_SOCKET(c->master);
+        wst_endpoint_init(r, c, NULL, h2_fd, "client", &t->cctx, &t->client);
+        t->client.raw = 0;
+        t->client.ops = &wst_h2_ops;
+    }
+    else
+#endif
+    {
+        client_fd = wst_own_fd(r->pool, client_sock);
+        wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
+                          &t->client);
+    }
     wst_endpoint_init(r, backconn, backend->sock, -1, "backend", &t->bctx,
                       &t->backend);
     if (pending_len > t->backend.buf_cap) {
@@ -346,6 +510,12 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                      ? 0 : 1;
     t->cfg.stop_ctx = &t->drain;
     t->cfg.should_stop = wst_drain_should_stop;
+#if WST_HAVE_POLLFD_FROM_CONN
+    if (h2_fd >= 0) {
+        t->cfg.stop_ctx = t;
+        t->cfg.should_stop = wst_h2_should_stop;
+    }
+#endif
     t->cfg.websocket = websocket ? 1 : 0;
     t->cfg.ping_interval_ms = websocket && dconf->ping > 0
                            ? (int)apr_time_as_msec(dconf->ping) : 0;
@@ -359,7 +529,8 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                   "tunnel: client %s, backend %s, idle timeout %d ms, "
                   "ping %d ms, %s",
-                  t->client.raw ? "raw" : "filtered",
+                  h2_fd >= 0 ? "HTTP/2 stream"
+                  : t->client.raw ? "raw" : "filtered",
                   t->backend.raw ? "raw" : "filtered", t->cfg.idle_timeout_ms,
                   t->cfg.ping_interval_ms,
                   websocket ? "WebSocket frames" : "opaque bytes");
@@ -367,7 +538,9 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     memset(stats, 0, sizeof(*stats));
     st = wst_tunnel_run(&t->client, &t->backend, &t->cfg, stats);
     /* The connection closes through httpd's own descriptor, as usual. */
-    apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+    if (client_fd) {
+        apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+    }
     if (st != WST_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSTNO(022)
                       "tunnel: invalid arguments (a bug)");
