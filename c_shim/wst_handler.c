@@ -376,6 +376,17 @@ static int wst_classify(wst_call *k)
     case WST_UPGRADE_OK:
         return WST_NEXT;
     case WST_UPGRADE_NONE:
+        if (k->check.is_websocket) {
+            /* A WebSocket upgrade in every respect but the upgrade token of
+             * Connection (clients and middleboxes drop it): tunnelled, as
+             * both stock modes do, not handed to mod_proxy_http as plain
+             * HTTP, which the backend would upgrade anyway (502, AH00898).
+             * An http:// route (ProxyWebsocketUpgrade) declined it above. */
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSTNO(029)
+                          "%s: tunnelled anyway on %s", k->check.reason,
+                          k->url);
+            return WST_NEXT;
+        }
         if (wst_proxy_http_loaded) {
             return wst_plain_to_proxy_http(r, k->worker, k->conf, k->url,
                                            k->proxyname, k->proxyport);

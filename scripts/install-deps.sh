@@ -12,7 +12,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 
 # libclang-dev: only make test's contract drift check (tools/contract-gen); building needs none.
-pkgs="apache2 apache2-dev websocketd libclang-dev openssl binutils make gcc pkg-config iproute2 rpm rpm2cpio createrepo-c cpio file dnf nginx-light haproxy fonts-dejavu-core valgrind g++ libseccomp-dev strace debhelper lintian chromium firefox-esr python3-websockets libnss3-tools"
+pkgs="apache2 apache2-dev websocketd libclang-dev openssl binutils make gcc pkg-config iproute2 rpm rpm2cpio createrepo-c cpio file dnf nginx-light haproxy fonts-dejavu-core valgrind g++ libseccomp-dev strace debhelper lintian chromium firefox-esr python3-websockets libnss3-tools gdb"
 log=$(mktemp)
 # A mirror caught mid-sync (seen for bookworm-security's i386 index) makes
 # apt-get update fail while the lists it did get are fine: warn, go on, and let

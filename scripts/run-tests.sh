@@ -31,6 +31,7 @@ step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$
 # against an AddressSanitizer build. Longer runs: FUZZ_SECS=600, SOAK_SECS=300.
 step "fuzz (bounded)" env FUZZ_SECS="${FUZZ_SECS:-20}" scripts/fuzz.sh
 step "soak (1000 tunnels, event and prefork)" env WST_MODULE="$PWD/$SO" SOAK_SECS="${SOAK_SECS:-30}" scripts/soak.sh
+step "stop loop (stop, graceful, graceful-stop with and without ProxyWebsocketDrain; 100 busy tunnels, core dumps on)" env WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" SOAK_STOP_LOOP=5 SOAK_TUNNELS=100 scripts/soak.sh
 step "valgrind memcheck (e2e subset, httpd -X)" env WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" scripts/valgrind-e2e.sh
 step "AddressSanitizer (e2e subset)" env APXS="$APXS" HTTPD="$HTTPD" scripts/asan-e2e.sh
 

@@ -13,8 +13,10 @@ pub enum AllowedOrigin<'a> {
     /// `*`: any origin.
     Any,
     /// A serialized origin such as `https://app.example.com` or
-    /// `http://localhost:8080`, compared case-insensitively, with the
-    /// scheme's default port made explicit on both sides.
+    /// `http://localhost:8080`: the scheme must be the one written (a
+    /// `wss://` Origin does not match an `https://` entry), host and scheme
+    /// compared case-insensitively, the scheme's default port made explicit
+    /// on both sides.
     Exact(&'a [u8]),
 }
 
@@ -76,16 +78,47 @@ where
     }
 }
 
+/// The scheme of an origin. Browsers send `http` and `https` only; `ws`
+/// and `wss` come from other clients. Each matches only itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    Ws,
+    Wss,
+}
+
+impl Scheme {
+    /// The schemes an origin may have, with their prefix.
+    const ALL: [(Scheme, &'static [u8]); 4] = [
+        (Scheme::Https, b"https://"),
+        (Scheme::Http, b"http://"),
+        (Scheme::Wss, b"wss://"),
+        (Scheme::Ws, b"ws://"),
+    ];
+
+    const fn default_port(self) -> u16 {
+        match self {
+            Scheme::Https | Scheme::Wss => 443,
+            Scheme::Http | Scheme::Ws => 80,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Origin<'a> {
-    tls: bool,
+    scheme: Scheme,
     host: &'a [u8],
     port: u16,
 }
 
 impl Origin<'_> {
+    /// Same serialized origin: scheme exactly (`wss` is not `https`), host
+    /// case-insensitively, port (the scheme's default made explicit).
     fn same_as(&self, other: &Origin<'_>) -> bool {
-        self.tls == other.tls && self.port == other.port && self.host.eq_ignore_ascii_case(other.host)
+        self.scheme == other.scheme
+            && self.port == other.port
+            && self.host.eq_ignore_ascii_case(other.host)
     }
 
     /// Does this origin name the server the request was sent to? The Host
@@ -113,24 +146,16 @@ fn trim_slash(s: &[u8]) -> &[u8] {
 }
 
 /// `scheme://host[:port]` with scheme http or https (also ws/wss, as some
-/// non-browser clients send).
+/// non-browser clients send; they keep their own scheme).
 fn parse_origin(s: &[u8]) -> Option<Origin<'_>> {
-    let (tls, rest) = if let Some(r) = strip_prefix_ci(s, b"https://") {
-        (true, r)
-    } else if let Some(r) = strip_prefix_ci(s, b"http://") {
-        (false, r)
-    } else if let Some(r) = strip_prefix_ci(s, b"wss://") {
-        (true, r)
-    } else if let Some(r) = strip_prefix_ci(s, b"ws://") {
-        (false, r)
-    } else {
-        return None;
-    };
+    let (scheme, rest) = Scheme::ALL
+        .iter()
+        .find_map(|&(scheme, prefix)| strip_prefix_ci(s, prefix).map(|r| (scheme, r)))?;
     if rest.iter().any(|&b| b == b'/' || b == b'?' || b == b'#' || b == b'@') {
         return None;
     }
-    let (host, port) = split_host_port(rest, if tls { 443 } else { 80 })?;
-    Some(Origin { tls, host, port })
+    let (host, port) = split_host_port(rest, scheme.default_port())?;
+    Some(Origin { scheme, host, port })
 }
 
 fn strip_prefix_ci<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -226,6 +251,43 @@ mod tests {
             let want = if ok { OriginVerdict::Allowed } else { OriginVerdict::Refused };
             assert_eq!(check(Some(origin), "x", true, &rules), want, "{origin}");
         }
+    }
+
+    #[test]
+    fn scheme_is_matched_as_written() {
+        // A wss:// (or ws://) Origin is not the https:// (http://) origin of
+        // the same host: browsers send http and https only.
+        let cases = [
+            ("https://app.example.com", "https://app.example.com", true),
+            ("wss://app.example.com", "https://app.example.com", false),
+            ("WSS://app.example.com:443", "https://app.example.com", false),
+            ("ws://app.example.com", "https://app.example.com", false),
+            ("ws://app.example.com", "http://app.example.com", false),
+            ("http://app.example.com", "ws://app.example.com", false),
+            ("https://app.example.com", "wss://app.example.com", false),
+            // An entry written with ws/wss matches exactly that scheme.
+            ("wss://app.example.com", "wss://app.example.com", true),
+            ("wss://app.example.com:443", "wss://app.example.com", true),
+            ("WS://App.Example.Com:80/", "ws://app.example.com", true),
+            ("ws://app.example.com:443", "wss://app.example.com", false),
+            ("https://app.example.com:80", "http://app.example.com", false),
+            // The default port is the scheme's own.
+            ("http://app.example.com:80", "http://app.example.com", true),
+            ("https://app.example.com:443", "https://app.example.com:443", true),
+        ];
+        for (origin, rule, ok) in cases {
+            let want = if ok { OriginVerdict::Allowed } else { OriginVerdict::Refused };
+            assert_eq!(check(Some(origin), "x", true, &[rule]), want, "{origin} vs {rule}");
+        }
+        // Other schemes never parse: only the same text matches.
+        assert_eq!(check(Some("ftp://a"), "x", true, &["ftp://a"]), OriginVerdict::Allowed);
+        assert_eq!(check(Some("ftp://a"), "x", true, &["http://a"]), OriginVerdict::Refused);
+        assert_eq!(check(Some("httpx://a"), "x", true, &["https://a"]), OriginVerdict::Refused);
+        // `same` has no scheme to compare (the page's scheme may differ
+        // from the request's transport): host and port only, as before.
+        assert_eq!(check(Some("https://a.example"), "a.example", false, &["same"]), OriginVerdict::Refused);
+        assert_eq!(check(Some("https://a.example:80"), "a.example", false, &["same"]), OriginVerdict::Allowed);
+        assert_eq!(check(Some("wss://a.example"), "a.example", true, &["same"]), OriginVerdict::Allowed);
     }
 
     #[test]

@@ -62,15 +62,22 @@ typedef enum wst_upgrade_verdict {
 
 typedef struct wst_request_check {
     wst_upgrade_verdict verdict;
-    /* The Upgrade value to send to the backend (WST_UPGRADE_OK only);
-     * points into the input headers or into static storage. */
+    /* The Upgrade value to send to the backend (WST_UPGRADE_OK, and
+     * WST_UPGRADE_NONE with is_websocket); points into the input headers or
+     * into static storage. */
     wst_str protocol;
     /* 1 when the upgrade is a WebSocket one (RFC 6455), whose 101 must carry
-     * the Sec-WebSocket-Accept answering `key`. */
+     * the Sec-WebSocket-Accept answering `key`. With WST_UPGRADE_NONE: a
+     * WebSocket upgrade valid in every respect (the route allows websocket;
+     * GET, HTTP/1.1, one good key, a version, no body) but for the missing
+     * "upgrade" token in Connection; protocol and key are set as for
+     * WST_UPGRADE_OK. A ws:// route tunnels it (stock httpd does, in both its
+     * modes); an http:// route (ProxyWebsocketUpgrade) leaves it to
+     * mod_proxy_http. */
     int is_websocket;
     /* The client's Sec-WebSocket-Key (points into the input), or empty. */
     wst_str key;
-    /* Static NUL-terminated explanation for the log when verdict != OK. */
+    /* Static NUL-terminated explanation for the log (every verdict). */
     const char *reason;
 } wst_request_check;
 
@@ -204,6 +211,15 @@ typedef struct wst_chunked {
  */
 wst_status wst_chunked_decode(wst_chunked *st, unsigned char *buf, size_t len,
                               size_t *data_len, size_t *consumed);
+
+/*
+ * What was wrong with a body wst_chunked_decode refused (WST_ERR_INVALID),
+ * for the log: static, NUL-terminated ("a chunk-size line, CRLF, extension
+ * or trailer the chunked syntax does not allow", "a chunk size larger than
+ * 64 bits", "a chunk-size or trailer line longer than 8192 bytes"); NULL
+ * while st has not failed (and for a NULL st).
+ */
+const char *wst_chunked_failure(const wst_chunked *st);
 
 /* ------------------------------------------------------------------ */
 /* Policy                                                             */

@@ -9,7 +9,7 @@
 // x86_64-unknown-linux-gnu and "32" for i686-unknown-linux-gnu.
 //
 // build.rs refuses to build when the header no longer has this stamp:
-// header stamp (FNV-1a 64 of its C text): 09ad638f9d3c3b8a
+// header stamp (FNV-1a 64 of its C text): fa681d0591e0ac2a
 
 pub const WST_MAX_RESPONSE_HEADERS: u32 = 100;
 impl wst_status {
@@ -501,6 +501,9 @@ unsafe extern "C" {
         data_len: *mut usize,
         consumed: *mut usize,
     ) -> wst_status;
+}
+unsafe extern "C" {
+    pub fn wst_chunked_failure(st: *const wst_chunked) -> *const core::ffi::c_char;
 }
 unsafe extern "C" {
     pub fn wst_origin_allowed(

@@ -489,6 +489,25 @@ pub unsafe extern "C" fn wst_chunked_decode(
     }
 }
 
+/// See `wst_chunked_failure` in the contract header.
+///
+/// # Safety
+/// A non-NULL `st` must be valid for reads of one initialised `wst_chunked`.
+#[no_mangle]
+pub unsafe extern "C" fn wst_chunked_failure(st: *const wst_chunked) -> *const c_char {
+    if !usable(st) {
+        return ptr::null();
+    }
+    // SAFETY: st is usable and points to an initialised wst_chunked (caller).
+    let s = unsafe { st.read() };
+    let dec = ChunkedDecoder {
+        remaining: s.remaining,
+        state: s.state,
+        line_len: s.line_len,
+    };
+    dec.failure().map_or(ptr::null(), |f| f.reason().as_ptr())
+}
+
 /// See `wst_status_name` in the contract header.
 #[no_mangle]
 pub extern "C" fn wst_status_name(status: wst_status) -> *const c_char {
@@ -536,6 +555,7 @@ exports_match_contract! {
         *mut usize,
         *mut usize,
     ) -> wst_status;
+    wst_chunked_failure: unsafe extern "C" fn(*const wst_chunked) -> *const c_char;
 }
 
 #[cfg(test)]
@@ -939,6 +959,43 @@ mod tests {
                 wst_parse_response(resp.as_ptr(), resp.len(), &broken, 0, &mut *out),
                 wst_status::WST_ERR_ARG
             );
+        }
+    }
+
+    #[test]
+    fn chunked_failure_ffi() {
+        let name = |st: &wst_chunked| {
+            // SAFETY: a live, initialised wst_chunked.
+            let p = unsafe { wst_chunked_failure(st) };
+            // SAFETY: a non-NULL result is a static C string.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string())
+        };
+        // SAFETY: NULL is refused.
+        assert!(unsafe { wst_chunked_failure(null()) }.is_null());
+        for (input, want) in [
+            (&b"5\r\nhe"[..], None),
+            (b"zz", Some("a chunk-size line, CRLF")),
+            (b"10000000000000000\r\n", Some("a chunk size larger than 64 bits")),
+        ] {
+            let mut st = wst_chunked::default();
+            let mut buf = input.to_vec();
+            let (mut data_len, mut consumed) = (0usize, 0usize);
+            // SAFETY: live buffers of matching lengths.
+            let rc = unsafe {
+                wst_chunked_decode(
+                    &mut st,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut data_len,
+                    &mut consumed,
+                )
+            };
+            assert_eq!(rc == wst_status::WST_ERR_INVALID, want.is_some());
+            let got = name(&st);
+            assert_eq!(got.is_some(), want.is_some(), "{input:?}");
+            if let (Some(g), Some(w)) = (got, want) {
+                assert!(g.starts_with(w), "{g}");
+            }
         }
     }
 

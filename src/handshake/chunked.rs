@@ -23,7 +23,12 @@ const TRAILER: u32 = 9; // in a trailer field line, until CR
 const TRAILER_LF: u32 = 10; // CR seen at the end of a trailer line
 const FINAL_LF: u32 = 11; // CR of the final empty line seen
 const DONE: u32 = 12; // body complete
-const FAILED: u32 = 13; // malformed input seen: every later call fails
+
+// Malformed input seen: every later call fails. One state per kind of
+// fault, so that [`ChunkedDecoder::failure`] can say which for the log.
+const FAILED: u32 = 13; // bad framing syntax
+const FAILED_SIZE: u32 = 14; // a chunk size beyond 64 bits
+const FAILED_LINE: u32 = 15; // a size or trailer line over MAX_LINE
 
 /// The decoder state (the fields of `wst_chunked`). Start from
 /// `ChunkedDecoder::default()` (all zero).
@@ -48,6 +53,52 @@ pub struct Decoded {
     /// from `consumed` on follow the body.
     pub consumed: usize,
 }
+
+/// What was wrong with a body the decoder refused (see
+/// [`ChunkedDecoder::failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkedFailure {
+    /// A byte the chunked syntax does not allow where it came: a chunk size
+    /// that is not hex, a missing or bare CR/LF, control characters in an
+    /// extension or trailer, an obs-fold trailer line.
+    Syntax,
+    /// A chunk size that does not fit 64 bits.
+    SizeOverflow,
+    /// A chunk-size line (with extensions) or a trailer line longer than
+    /// [`MAX_LINE`] bytes.
+    LineTooLong,
+}
+
+impl ChunkedFailure {
+    /// Static text for the log.
+    pub const fn reason(self) -> &'static core::ffi::CStr {
+        match self {
+            ChunkedFailure::Syntax => {
+                c"a chunk-size line, CRLF, extension or trailer the chunked syntax does not allow"
+            }
+            ChunkedFailure::SizeOverflow => c"a chunk size larger than 64 bits",
+            ChunkedFailure::LineTooLong => c"a chunk-size or trailer line longer than 8192 bytes",
+        }
+    }
+
+    const fn state(self) -> u32 {
+        match self {
+            ChunkedFailure::Syntax => FAILED,
+            ChunkedFailure::SizeOverflow => FAILED_SIZE,
+            ChunkedFailure::LineTooLong => FAILED_LINE,
+        }
+    }
+}
+
+/// Why [`ChunkedDecoder::step`] stopped: the kind of malformed input, or a
+/// state the decoder never produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Malformed(ChunkedFailure),
+    BadState,
+}
+
+const SYNTAX: Fault = Fault::Malformed(ChunkedFailure::Syntax);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChunkedError {
@@ -86,19 +137,30 @@ impl ChunkedDecoder {
         self.state == DONE
     }
 
+    /// What was wrong, once [`decode`](Self::decode) has refused the input
+    /// (`ChunkedError::Invalid`); None before (and for a corrupted state).
+    pub const fn failure(&self) -> Option<ChunkedFailure> {
+        match self.state {
+            FAILED => Some(ChunkedFailure::Syntax),
+            FAILED_SIZE => Some(ChunkedFailure::SizeOverflow),
+            FAILED_LINE => Some(ChunkedFailure::LineTooLong),
+            _ => None,
+        }
+    }
+
     /// Count one more byte of the current line.
-    fn line_byte(&mut self) -> Result<(), ChunkedError> {
+    fn line_byte(&mut self) -> Result<(), Fault> {
         self.line_len = self.line_len.saturating_add(1);
         if self.line_len > MAX_LINE {
-            Err(ChunkedError::Invalid)
+            Err(Fault::Malformed(ChunkedFailure::LineTooLong))
         } else {
             Ok(())
         }
     }
 
-    /// Process one framing byte (any state but DATA, DONE, FAILED).
-    fn step(&mut self, b: u8) -> Result<(), ChunkedError> {
-        let invalid = Err(ChunkedError::Invalid);
+    /// Process one framing byte (any state but DATA, DONE, FAILED*).
+    fn step(&mut self, b: u8) -> Result<(), Fault> {
+        let invalid = Err(SYNTAX);
         match self.state {
             SIZE_START | SIZE => {
                 if let Some(d) = hex_value(b) {
@@ -107,7 +169,7 @@ impl ChunkedDecoder {
                         .remaining
                         .checked_mul(16)
                         .and_then(|r| r.checked_add(u64::from(d)))
-                        .ok_or(ChunkedError::Invalid)?;
+                        .ok_or(Fault::Malformed(ChunkedFailure::SizeOverflow))?;
                     self.state = SIZE;
                     return Ok(());
                 }
@@ -212,7 +274,7 @@ impl ChunkedDecoder {
                 self.state = DONE;
                 Ok(())
             }
-            _ => Err(ChunkedError::BadState),
+            _ => Err(Fault::BadState),
         }
     }
 
@@ -228,8 +290,8 @@ impl ChunkedDecoder {
                     consumed: 0,
                 })
             }
-            FAILED => return Err(ChunkedError::Invalid),
-            s if s > FAILED => return Err(ChunkedError::BadState),
+            FAILED | FAILED_SIZE | FAILED_LINE => return Err(ChunkedError::Invalid),
+            s if s > FAILED_LINE => return Err(ChunkedError::BadState),
             _ => {}
         }
         let len = buf.len();
@@ -244,7 +306,7 @@ impl ChunkedDecoder {
                     // Move buf[read..end] to buf[written..]; written < read.
                     match buf.get_mut(written..end) {
                         Some(window) => window.copy_within(read.saturating_sub(written).., 0),
-                        None => return self.fail(ChunkedError::Invalid),
+                        None => return self.fail(SYNTAX),
                     }
                 }
                 written = written.saturating_add(take);
@@ -275,11 +337,14 @@ impl ChunkedDecoder {
         })
     }
 
-    fn fail(&mut self, e: ChunkedError) -> Result<Decoded, ChunkedError> {
-        if e == ChunkedError::Invalid {
-            self.state = FAILED;
+    fn fail(&mut self, fault: Fault) -> Result<Decoded, ChunkedError> {
+        match fault {
+            Fault::Malformed(kind) => {
+                self.state = kind.state();
+                Err(ChunkedError::Invalid)
+            }
+            Fault::BadState => Err(ChunkedError::BadState),
         }
-        Err(e)
     }
 }
 
@@ -451,6 +516,98 @@ mod tests {
         let r = d.decode(&mut buf).unwrap();
         assert_eq!((r.done, r.data_len, &buf[..3]), (false, 3, &b"abc"[..]));
         assert_eq!(d.remaining, u64::MAX - 3);
+    }
+
+    /// Feed `input` whole or split at `cut`; the failure the decoder names.
+    fn failure_of(input: &[u8], cut: Option<usize>) -> Option<ChunkedFailure> {
+        let mut d = ChunkedDecoder::default();
+        let pieces: Vec<&[u8]> = match cut {
+            Some(c) => vec![&input[..c], &input[c..]],
+            None => vec![input],
+        };
+        for p in pieces {
+            match d.decode(&mut p.to_vec()) {
+                Ok(_) => assert_eq!(d.failure(), None, "{input:?}"),
+                Err(e) => {
+                    assert_eq!(e, ChunkedError::Invalid, "{input:?}");
+                    return d.failure();
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn failure_names_what_was_wrong() {
+        let long_ext = {
+            let mut v = b"1;".to_vec();
+            v.resize(MAX_LINE as usize + 1, b'a');
+            v
+        };
+        let long_trailer = {
+            let mut v = b"0\r\nX: ".to_vec();
+            v.resize(MAX_LINE as usize + 4, b'v');
+            v
+        };
+        let cases: Vec<(Vec<u8>, ChunkedFailure)> = vec![
+            (b"zz\r\n".to_vec(), ChunkedFailure::Syntax),
+            (b"5\r\nhelloX\r\n".to_vec(), ChunkedFailure::Syntax),
+            (b"5\nhello\r\n".to_vec(), ChunkedFailure::Syntax),
+            (b"0\r\n folded\r\n\r\n".to_vec(), ChunkedFailure::Syntax),
+            (
+                b"10000000000000000\r\n".to_vec(),
+                ChunkedFailure::SizeOverflow,
+            ),
+            (
+                b"4\r\nWiki\r\nffffffffffffffff0\r\n".to_vec(),
+                ChunkedFailure::SizeOverflow,
+            ),
+            (long_ext, ChunkedFailure::LineTooLong),
+            (long_trailer, ChunkedFailure::LineTooLong),
+        ];
+        for (input, want) in &cases {
+            assert_eq!(
+                failure_of(input, None),
+                Some(*want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            for cut in 0..input.len() {
+                assert_eq!(failure_of(input, Some(cut)), Some(*want), "cut {cut}");
+            }
+            assert!(!want.reason().to_bytes().is_empty());
+        }
+        // Every kind has its own text.
+        let texts = [
+            ChunkedFailure::Syntax.reason(),
+            ChunkedFailure::SizeOverflow.reason(),
+            ChunkedFailure::LineTooLong.reason(),
+        ];
+        assert!(texts[0] != texts[1] && texts[1] != texts[2] && texts[0] != texts[2]);
+        assert!(String::from_utf8_lossy(texts[2].to_bytes()).contains(&MAX_LINE.to_string()));
+        // No failure while decoding well, when done, or when cut short
+        // (an incomplete body is the caller's to notice at EOF).
+        assert_eq!(failure_of(WIKI, None), None);
+        assert_eq!(failure_of(&WIKI[..10], None), None);
+        let mut d = ChunkedDecoder::default();
+        assert!(d.decode(&mut WIKI.to_vec()).unwrap().done);
+        assert_eq!(d.failure(), None);
+        // The failure is sticky, and so is its kind.
+        let mut d = ChunkedDecoder::default();
+        assert!(d.decode(&mut b"10000000000000000".to_vec()).is_err());
+        assert_eq!(
+            d.decode(&mut b"0\r\n\r\n".to_vec()),
+            Err(ChunkedError::Invalid)
+        );
+        assert_eq!(d.failure(), Some(ChunkedFailure::SizeOverflow));
+        // A state past the failed ones is corrupted, not a failure.
+        let mut d = ChunkedDecoder {
+            remaining: 0,
+            state: FAILED_LINE + 1,
+            line_len: 0,
+        };
+        assert_eq!(d.decode(&mut []), Err(ChunkedError::BadState));
+        assert_eq!(d.failure(), None);
     }
 
     #[test]

@@ -20,6 +20,16 @@ pub enum Verdict {
     Ok,
     /// No upgrade was asked for (no Upgrade token, or Connection without
     /// `upgrade`): a plain HTTP request.
+    ///
+    /// With `is_websocket` set, the request is a WebSocket upgrade that is
+    /// valid in every other respect (the route allows websocket; GET,
+    /// HTTP/1.1, one good key, a version, no body) and only its Connection
+    /// header lacks the `upgrade` token (clients and middleboxes drop it):
+    /// `protocol` and `key` are filled as for `Ok`, and `reason` says so
+    /// (`reasons::NO_CONNECTION_WEBSOCKET`). A ws:// route tunnels it, as
+    /// stock httpd does in both its modes (its 101 is checked as any);
+    /// an http:// route (ProxyWebsocketUpgrade) leaves it to mod_proxy_http,
+    /// whose rules then apply. Only the shim knows which route it is.
     None,
     /// An upgrade to a protocol the route does not allow: 426.
     Mismatch,
@@ -40,7 +50,8 @@ pub struct RequestCheck<'a> {
     /// The client's Sec-WebSocket-Key (OWS-trimmed slice of the client's
     /// header value), or empty.
     pub key: &'a [u8],
-    /// Static explanation for the log.
+    /// Static explanation for the log (also for `Ok`, and for a `None`
+    /// that is a WebSocket upgrade without the Connection token).
     pub reason: &'static CStr,
 }
 
@@ -53,6 +64,8 @@ pub(crate) mod reasons {
     pub const ACCEPTED_NONE: &CStr = c"upgrade=NONE: tunnelled without checking the request";
     pub const NO_UPGRADE: &CStr = c"no Upgrade header";
     pub const NO_CONNECTION_UPGRADE: &CStr = c"Connection header lacks the upgrade token";
+    pub const NO_CONNECTION_WEBSOCKET: &CStr =
+        c"WebSocket upgrade whose Connection header lacks the upgrade token";
     pub const MISMATCH: &CStr = c"Upgrade protocol not allowed on this route";
     pub const NOT_GET: &CStr = c"WebSocket upgrade with a method other than GET";
     pub const OLD_HTTP: &CStr = c"WebSocket upgrade requires HTTP/1.1 or later";
@@ -213,9 +226,6 @@ where
     if !has_upgrade {
         return verdict(Verdict::None, reasons::NO_UPGRADE);
     }
-    if !connection_upgrade {
-        return verdict(Verdict::None, reasons::NO_CONNECTION_UPGRADE);
-    }
 
     let chosen: Option<(&'a [u8], bool)> = match policy {
         Policy::Any => {
@@ -234,6 +244,9 @@ where
             .map(|t| (t, is_websocket_token(t))),
         Policy::NoCheck => None, // handled above
     };
+    if !connection_upgrade {
+        return without_connection_token(method, proto_num, headers, chosen);
+    }
     let Some((protocol, is_websocket)) = chosen else {
         return verdict(Verdict::Mismatch, reasons::MISMATCH);
     };
@@ -254,6 +267,38 @@ where
         is_websocket,
         key,
         reason: reasons::ACCEPTED,
+    }
+}
+
+/// An Upgrade without the `upgrade` token in Connection: not an upgrade by
+/// HTTP's rules (`None`), but reported as a WebSocket one (see
+/// [`Verdict::None`]) when the route allows websocket and every WebSocket
+/// and body check passes. Anything less stays a plain request, as before.
+fn without_connection_token<'a, I>(
+    method: &[u8],
+    proto_num: i32,
+    headers: I,
+    chosen: Option<(&'a [u8], bool)>,
+) -> RequestCheck<'a>
+where
+    I: Iterator<Item = Header<'a>> + Clone,
+{
+    let plain = verdict(Verdict::None, reasons::NO_CONNECTION_UPGRADE);
+    let Some((protocol, true)) = chosen else {
+        return plain;
+    };
+    let Ok(key) = websocket_checks(method, proto_num, headers.clone()) else {
+        return plain;
+    };
+    if body_check(headers).is_err() {
+        return plain;
+    }
+    RequestCheck {
+        verdict: Verdict::None,
+        protocol,
+        is_websocket: true,
+        key,
+        reason: reasons::NO_CONNECTION_WEBSOCKET,
     }
 }
 
@@ -744,6 +789,147 @@ mod tests {
                 assert!(c.protocol.is_empty() && c.key.is_empty() && !c.is_websocket);
             }
         }
+    }
+
+    #[test]
+    fn websocket_without_connection_token() {
+        // A complete WebSocket handshake whose Connection header was dropped
+        // (or names other options only): still None, but reported as a
+        // WebSocket upgrade with its protocol and key, for a ws:// route.
+        let variants: Vec<(&str, Vec<Header<'static>>)> = vec![
+            ("no Connection", ws_with(&[], &["Connection"])),
+            (
+                "keep-alive only",
+                ws_with(&[("Connection", "keep-alive")], &["Connection"]),
+            ),
+            (
+                "upgrades",
+                ws_with(&[("Connection", "upgrades, close")], &["Connection"]),
+            ),
+            (
+                "X-Connection",
+                ws_with(&[("X-Connection", "upgrade")], &["Connection"]),
+            ),
+            (
+                "firefox",
+                firefox()
+                    .into_iter()
+                    .filter(|h| !h.name.eq_ignore_ascii_case(b"connection"))
+                    .collect(),
+            ),
+            (
+                "case",
+                ws_with(&[("upgrade", "WebSocket")], &["Connection", "Upgrade"]),
+            ),
+            (
+                "empty body",
+                ws_with(&[("Content-Length", "0")], &["Connection"]),
+            ),
+        ];
+        for (what, headers) in &variants {
+            for worker in ["", "websocket", "WebSocket", "h2c, websocket"] {
+                let c = check("GET", 1001, headers, worker);
+                assert_eq!(c.verdict, Verdict::None, "{what} {worker}");
+                assert_eq!(
+                    c.reason,
+                    reasons::NO_CONNECTION_WEBSOCKET,
+                    "{what} {worker}"
+                );
+                assert!(c.is_websocket, "{what} {worker}");
+                assert_eq!(c.key, KEY.as_bytes(), "{what} {worker}");
+                assert!(
+                    c.protocol.eq_ignore_ascii_case(b"websocket"),
+                    "{what} {worker}"
+                );
+            }
+            // The default route sends the canonical token, as with Connection.
+            assert_eq!(
+                check("GET", 1001, headers, "").protocol,
+                WEBSOCKET,
+                "{what}"
+            );
+            for worker in ["ANY", "*"] {
+                let c = check("GET", 1001, headers, worker);
+                assert_eq!(
+                    (c.verdict, c.is_websocket, c.reason),
+                    (Verdict::None, true, reasons::NO_CONNECTION_WEBSOCKET),
+                    "{what} {worker}"
+                );
+            }
+        }
+        // The key points into the input, as for Ok; HTTP/2.0 is fine too.
+        let headers = ws_with(&[], &["Connection"]);
+        let c = check("GET", 2000, &headers, "");
+        let key_hdr = headers
+            .iter()
+            .find(|h| h.name == b"Sec-WebSocket-Key")
+            .unwrap();
+        assert_eq!(c.key.as_ptr(), key_hdr.value.as_ptr());
+        assert!(c.is_websocket);
+        // upgrade=NONE is unchanged: Ok without any check, never websocket
+        // without the Connection token.
+        let c = check("GET", 1001, &headers, "NONE");
+        assert_eq!((c.verdict, c.is_websocket), (Verdict::Ok, false));
+    }
+
+    #[test]
+    fn without_connection_token_every_other_check_applies() {
+        // Anything short of a valid WebSocket handshake without the
+        // Connection token stays a plain request (None, nothing reported),
+        // as before: not a 400, which the Connection token would give.
+        let cases: &[(&str, i32, &[(&'static str, &'static str)], &[&str])] = &[
+            ("POST", 1001, &[], &[]),
+            ("get", 1001, &[], &[]),
+            ("GET", 1000, &[], &[]),
+            ("GET", 9, &[], &[]),
+            ("GET", 1001, &[], &["Sec-WebSocket-Key"]),
+            ("GET", 1001, &[("Sec-WebSocket-Key", KEY)], &[]),
+            (
+                "GET",
+                1001,
+                &[("Sec-WebSocket-Key", "c2hvcnQ=")],
+                &["Sec-WebSocket-Key"],
+            ),
+            ("GET", 1001, &[], &["Sec-WebSocket-Version"]),
+            ("GET", 1001, &[("Sec-WebSocket-Version", "8")], &[]),
+            ("GET", 1001, &[("Content-Length", "5")], &[]),
+            ("GET", 1001, &[("Transfer-Encoding", "chunked")], &[]),
+            // Not a websocket upgrade, or not one the route allows.
+            ("GET", 1001, &[("Upgrade", "h2c")], &["Upgrade"]),
+            ("GET", 1001, &[("Upgrade", "websockets")], &["Upgrade"]),
+        ];
+        for (method, proto, extra, drop) in cases {
+            let mut drop = drop.to_vec();
+            drop.push("Connection");
+            let headers = ws_with(extra, &drop);
+            for worker in ["", "websocket", "ANY"] {
+                let c = check(method, *proto, &headers, worker);
+                assert_eq!(
+                    (c.verdict, c.reason),
+                    (Verdict::None, reasons::NO_CONNECTION_UPGRADE),
+                    "{method} {proto} {extra:?} {drop:?} {worker}"
+                );
+                assert!(
+                    c.protocol.is_empty() && c.key.is_empty() && !c.is_websocket,
+                    "{method} {proto} {extra:?} {drop:?} {worker}"
+                );
+            }
+        }
+        // A route whose upgrade= list does not have websocket.
+        let headers = ws_with(&[], &["Connection"]);
+        for worker in ["h2c", "foo, bar", "websocket/14"] {
+            let c = check("GET", 1001, &headers, worker);
+            assert_eq!(
+                (c.verdict, c.reason, c.is_websocket),
+                (Verdict::None, reasons::NO_CONNECTION_UPGRADE, false),
+                "{worker}"
+            );
+        }
+        // ANY with a non-websocket protocol: plain, as before.
+        let headers = hs(&[("Upgrade", "foo/1")]);
+        let c = check("GET", 1001, &headers, "ANY");
+        assert_eq!((c.verdict, c.is_websocket), (Verdict::None, false));
+        assert!(c.protocol.is_empty());
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn run(data: &[u8]) {
                 assert!(n.is_empty() || crate::points_into(n, &resp));
             }
             // SAFETY: why is a static C string.
-            assert_eq!(unsafe { CStr::from_ptr(r.why) }, p.why);
+            assert_eq!(unsafe { CStr::from_ptr(r.why) }, p.why.text());
         }
     }
 

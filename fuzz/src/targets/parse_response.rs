@@ -40,7 +40,7 @@ fn verdict(r: &ParsedResponse<'_, '_>) -> Verdict {
         status: r.status,
         header_len: r.header_len,
         body: r.body,
-        why: r.why,
+        why: r.why.text(),
     }
 }
 
@@ -78,7 +78,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     assert!(r.header_len <= buf.len());
-    assert!(!r.why.to_bytes().is_empty());
+    assert!(!r.why.text().to_bytes().is_empty());
     assert!(r.headers.len() <= MAX_RESPONSE_HEADERS);
     if r.kind != ResponseKind::Other {
         assert_eq!(r.body, BodyMode::None);

@@ -319,6 +319,8 @@ fn soak(mpm: &str) {
             mpm_config(mpm, n),
             // SOAK_CORE_DIR: where crashing children dump core (with `ulimit -c unlimited`).
             std::env::var("SOAK_CORE_DIR")
+                .ok()
+                .filter(|d| !d.trim().is_empty())
                 .map(|d| format!("CoreDumpDirectory \"{d}\"\n"))
                 .unwrap_or_default()
         ))
