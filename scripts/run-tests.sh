@@ -42,7 +42,9 @@ step "end-to-end suite, i686 module in a 32-bit httpd 2.4" env -C tests/e2e \
 step "end-to-end tunnels under a Linux 2.6.32 seccomp filter (CentOS 6's kernel), x86_64" \
     env WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" scripts/oldkernel-e2e.sh
 step "end-to-end tunnels under a Linux 2.6.32 seccomp filter, i686 module in a 32-bit httpd" \
-    env OLDKERNEL_ARCH=i686 OLDKERNEL_STRACE=0 scripts/oldkernel-e2e.sh
+    env OLDKERNEL_ARCH=i686 OLDKERNEL_STRACE=0 WST_MODULE="$PWD/build/i686/mod_proxy_wstunnel.so" \
+    HTTPD="$PWD/build/i386-root/usr/sbin/apache2" APXS="$PWD/build/i386-root/wst-apxs" \
+    scripts/oldkernel-e2e.sh
 step "RPM packages (make rpm) and packaging/check-rpm.sh" make --no-print-directory rpm rpm-check \
     APXS="$APXS" HTTPD="$HTTPD"
 step "install guard (make install never overwrites a packaged file)" sh scripts/install-guard.sh --self-test
