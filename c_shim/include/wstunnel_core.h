@@ -10,7 +10,8 @@
  *
  * Conventions:
  *  - strings are (pointer, length) pairs and need not be NUL-terminated;
- *  - the core never allocates: every buffer it fills is owned by the caller;
+ *  - every buffer the core fills is owned by the caller (only the reactor
+ *    allocates, for the tunnels it holds);
  *  - outputs are written only when the function returns success;
  *  - every pointer argument is checked for NULL (WST_ERR_ARG).
  */
@@ -372,6 +373,100 @@ typedef struct wst_tunnel_stats {
 wst_status wst_tunnel_run(wst_endpoint *client, wst_endpoint *backend,
                           const wst_tunnel_config *cfg,
                           wst_tunnel_stats *stats);
+
+/* ------------------------------------------------------------------ */
+/* Tunnels without a worker: the per-child reactor                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A tunnel whose two ends are plain sockets can leave its httpd worker once
+ * the 101 is out: the shim dups both descriptors and hands them, with the
+ * bytes its filters had already read, to the child's reactor, which runs
+ * every such tunnel on one thread (epoll, edge-triggered), with the same
+ * engine as wst_tunnel_run. The reactor never calls httpd or APR itself:
+ * the only code of the shim it runs is each tunnel's `end` callback.
+ *
+ * Lifetime: wst_reactor_create (child_init), a thread runs wst_reactor_run;
+ * workers call wst_reactor_adopt; when the child goes away wst_reactor_stop
+ * says how, wst_reactor_tunnels tells when they are gone; wst_reactor_quit
+ * ends what is left and makes wst_reactor_run return; then
+ * wst_reactor_destroy. Every function but create, run and destroy may be
+ * called from any thread at any time in between.
+ */
+typedef struct wst_reactor wst_reactor;
+
+/* Called once per adopted tunnel, on the reactor's thread, after both
+ * descriptors are closed: its figures and how long it ran (from adoption). */
+typedef void (*wst_async_end_fn)(void *end_ctx, const wst_tunnel_stats *stats,
+                                 uint64_t duration_ms);
+
+typedef struct wst_async_tunnel {
+    /* The reactor's own descriptors of the two sockets (dups); taken over
+     * on WST_OK (made non-blocking, closed by the reactor), left alone
+     * otherwise. */
+    int client_fd;
+    int backend_fd;
+    /* Bytes already read from each side and not yet relayed (copied during
+     * the call): what the client's input filters held, and what the backend
+     * sent after its 101 (and its filters held). At most
+     * WST_ASYNC_PENDING_MAX each. */
+    const unsigned char *to_backend;
+    size_t to_backend_len;
+    const unsigned char *to_client;
+    size_t to_client_len;
+    /* The tunnel's settings, as for wst_tunnel_run; tick_ms, stop_ctx,
+     * should_stop, state and state_len are not used (the reactor asks
+     * nobody: see wst_reactor_stop). */
+    wst_tunnel_config cfg;
+    /* ProxyWebsocketDrain in ms (0: none): after wst_reactor_stop(...,
+     * WST_STOP_GOING_AWAY) this tunnel sends Close 1001 at a random moment
+     * within the window (as the threaded tunnels do) and is cut at its end;
+     * without one it runs on until it ends. */
+    int drain_ms;
+    wst_async_end_fn end;   /* required */
+    void *end_ctx;
+} wst_async_tunnel;
+
+#define WST_ASYNC_PENDING_MAX (64 * 1024)
+
+/* A reactor for this process (epoll and wake-up descriptors made here),
+ * or NULL when it cannot be made (no memory or descriptors). */
+wst_reactor *wst_reactor_create(void);
+
+/* The reactor thread's body: blocks every signal on the calling thread,
+ * then runs the tunnels until wst_reactor_quit; returns once every tunnel
+ * has ended and its end callback ran. */
+void wst_reactor_run(wst_reactor *r);
+
+/* 1 when a tunnel whose highest descriptor is `highest_fd` may be handed
+ * over now: the reactor runs and is not quitting, and the descriptors stay
+ * clear of the process's limit (the last eighth, at least 64, is left to
+ * httpd for accepting connections and to pipes). 0: keep it on its thread. */
+int wst_reactor_can_take(const wst_reactor *r, int highest_fd);
+
+/* Hand a tunnel over. WST_OK: the reactor owns the descriptors and calls
+ * t->end exactly once, later, on its thread. WST_ERR_ARG (bad arguments),
+ * WST_ERR_SPACE (no memory, reactor quitting): nothing was taken, the
+ * caller still owns the descriptors. */
+wst_status wst_reactor_adopt(wst_reactor *r, const wst_async_tunnel *t);
+
+/* The child is going away. WST_STOP_GOING_AWAY: a graceful restart or stop
+ * (each tunnel's drain window starts now; tunnels without one run on);
+ * WST_STOP_SHUTDOWN: a hard stop (WebSocket tunnels: Close 1001 to both
+ * sides, everything ends within 500 ms); WST_STOP_NOW: cut every tunnel
+ * now. A later call may only make it harder. */
+void wst_reactor_stop(wst_reactor *r, wst_stop how);
+
+/* Tunnels adopted and not yet ended (their end callback not yet run). */
+size_t wst_reactor_tunnels(const wst_reactor *r);
+
+/* End every tunnel now (reason WST_END_STOPPED) and make wst_reactor_run
+ * return. */
+void wst_reactor_quit(wst_reactor *r);
+
+/* Free the reactor, after wst_reactor_run returned (or was never run:
+ * then no tunnel may have been adopted). */
+void wst_reactor_destroy(wst_reactor *r);
 
 #ifdef __cplusplus
 }
