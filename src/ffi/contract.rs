@@ -9,9 +9,10 @@
 // x86_64-unknown-linux-gnu and "32" for i686-unknown-linux-gnu.
 //
 // build.rs refuses to build when the header no longer has this stamp:
-// header stamp (FNV-1a 64 of its C text): fa681d0591e0ac2a
+// header stamp (FNV-1a 64 of its C text): dfba96c6b8789222
 
 pub const WST_MAX_RESPONSE_HEADERS: u32 = 100;
+pub const WST_ASYNC_PENDING_MAX: u32 = 65536;
 impl wst_status {
     pub const WST_OK: wst_status = wst_status(0);
 }
@@ -956,4 +957,145 @@ unsafe extern "C" {
         cfg: *const wst_tunnel_config,
         stats: *mut wst_tunnel_stats,
     ) -> wst_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct wst_reactor {
+    _unused: [u8; 0],
+}
+pub type wst_async_end_fn = ::core::option::Option<
+    unsafe extern "C" fn(
+        end_ctx: *mut core::ffi::c_void,
+        stats: *const wst_tunnel_stats,
+        duration_ms: u64,
+    ),
+>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct wst_async_tunnel {
+    pub client_fd: core::ffi::c_int,
+    pub backend_fd: core::ffi::c_int,
+    pub to_backend: *const core::ffi::c_uchar,
+    pub to_backend_len: usize,
+    pub to_client: *const core::ffi::c_uchar,
+    pub to_client_len: usize,
+    pub cfg: wst_tunnel_config,
+    pub drain_ms: core::ffi::c_int,
+    pub end: wst_async_end_fn,
+    pub end_ctx: *mut core::ffi::c_void,
+}
+#[cfg(target_pointer_width = "64")]
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 128usize];
+    [
+        "Alignment of wst_async_tunnel",
+    ][::core::mem::align_of::<wst_async_tunnel>() - 8usize];
+    [
+        "Offset of field: wst_async_tunnel::client_fd",
+    ][::core::mem::offset_of!(wst_async_tunnel, client_fd) - 0usize];
+    [
+        "Offset of field: wst_async_tunnel::backend_fd",
+    ][::core::mem::offset_of!(wst_async_tunnel, backend_fd) - 4usize];
+    [
+        "Offset of field: wst_async_tunnel::to_backend",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_backend) - 8usize];
+    [
+        "Offset of field: wst_async_tunnel::to_backend_len",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_backend_len) - 16usize];
+    [
+        "Offset of field: wst_async_tunnel::to_client",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_client) - 24usize];
+    [
+        "Offset of field: wst_async_tunnel::to_client_len",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_client_len) - 32usize];
+    [
+        "Offset of field: wst_async_tunnel::cfg",
+    ][::core::mem::offset_of!(wst_async_tunnel, cfg) - 40usize];
+    [
+        "Offset of field: wst_async_tunnel::drain_ms",
+    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 104usize];
+    [
+        "Offset of field: wst_async_tunnel::end",
+    ][::core::mem::offset_of!(wst_async_tunnel, end) - 112usize];
+    [
+        "Offset of field: wst_async_tunnel::end_ctx",
+    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 120usize];
+};
+#[cfg(target_pointer_width = "32")]
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 80usize];
+    [
+        "Alignment of wst_async_tunnel",
+    ][::core::mem::align_of::<wst_async_tunnel>() - 4usize];
+    [
+        "Offset of field: wst_async_tunnel::client_fd",
+    ][::core::mem::offset_of!(wst_async_tunnel, client_fd) - 0usize];
+    [
+        "Offset of field: wst_async_tunnel::backend_fd",
+    ][::core::mem::offset_of!(wst_async_tunnel, backend_fd) - 4usize];
+    [
+        "Offset of field: wst_async_tunnel::to_backend",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_backend) - 8usize];
+    [
+        "Offset of field: wst_async_tunnel::to_backend_len",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_backend_len) - 12usize];
+    [
+        "Offset of field: wst_async_tunnel::to_client",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_client) - 16usize];
+    [
+        "Offset of field: wst_async_tunnel::to_client_len",
+    ][::core::mem::offset_of!(wst_async_tunnel, to_client_len) - 20usize];
+    [
+        "Offset of field: wst_async_tunnel::cfg",
+    ][::core::mem::offset_of!(wst_async_tunnel, cfg) - 24usize];
+    [
+        "Offset of field: wst_async_tunnel::drain_ms",
+    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 68usize];
+    [
+        "Offset of field: wst_async_tunnel::end",
+    ][::core::mem::offset_of!(wst_async_tunnel, end) - 72usize];
+    [
+        "Offset of field: wst_async_tunnel::end_ctx",
+    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 76usize];
+};
+impl Default for wst_async_tunnel {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+unsafe extern "C" {
+    pub fn wst_reactor_create() -> *mut wst_reactor;
+}
+unsafe extern "C" {
+    pub fn wst_reactor_run(r: *mut wst_reactor);
+}
+unsafe extern "C" {
+    pub fn wst_reactor_can_take(
+        r: *const wst_reactor,
+        highest_fd: core::ffi::c_int,
+    ) -> core::ffi::c_int;
+}
+unsafe extern "C" {
+    pub fn wst_reactor_adopt(
+        r: *mut wst_reactor,
+        t: *const wst_async_tunnel,
+    ) -> wst_status;
+}
+unsafe extern "C" {
+    pub fn wst_reactor_stop(r: *mut wst_reactor, how: wst_stop);
+}
+unsafe extern "C" {
+    pub fn wst_reactor_tunnels(r: *const wst_reactor) -> usize;
+}
+unsafe extern "C" {
+    pub fn wst_reactor_quit(r: *mut wst_reactor);
+}
+unsafe extern "C" {
+    pub fn wst_reactor_destroy(r: *mut wst_reactor);
 }
