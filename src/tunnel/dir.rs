@@ -56,6 +56,8 @@ pub(super) struct Dir<'a> {
     pub(super) inj_from: u64,
     pub(super) inj_to: u64,
     pub(super) injected_written: u64,
+    /// Readiness comes edge-triggered: see [`super::Tunnel::new`].
+    pub(super) edge: bool,
 }
 
 impl<'a> Dir<'a> {
@@ -92,6 +94,7 @@ impl<'a> Dir<'a> {
             inj_from: 0,
             inj_to: 0,
             injected_written: 0,
+            edge: false,
         };
         // The bytes already pending are frames too.
         let pending = d.buf.len();
@@ -117,6 +120,11 @@ impl<'a> Dir<'a> {
     /// [`Frames::splice_allowance`].
     pub(super) fn splice_allowance(&self) -> usize {
         self.ws.as_ref().map_or(usize::MAX, Frames::splice_allowance)
+    }
+
+    /// A pipe, or buffer memory, worth giving back when quiet.
+    pub(super) fn holds(&self) -> bool {
+        self.pipe.is_some() || self.buf.holds()
     }
 
     /// Bytes read and not yet written.
@@ -180,7 +188,7 @@ impl<'a> Dir<'a> {
         let mut end = self.buf.end;
         let mut pos = end.saturating_sub(n).max(self.buf.start);
         while pos < end {
-            let Some(bytes) = self.buf.data.get(pos..end) else {
+            let Some(bytes) = self.buf.data().get(pos..end) else {
                 break;
             };
             let f = w.tracker.feed(bytes);

@@ -433,8 +433,8 @@ mod engine;
 mod splice;
 mod ws;
 
-pub use buffer::Buffer;
-pub use engine::{run, run_in, TunnelState};
+pub use buffer::{BufPool, Buffer};
+pub use engine::{run, run_in, Tunnel, TunnelState, Turn, Wait, QUIET_MS};
 
 #[cfg(test)]
 mod tests;

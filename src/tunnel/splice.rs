@@ -135,8 +135,11 @@ impl Dir<'_> {
                 }
                 self.hup_again = 0;
                 // Filled the pipe: the socket likely has more; read again
-                // (once the pipe has room) without polling first.
-                self.readable = n == room;
+                // (once the pipe has room) without polling first. Edge-
+                // triggered: a short splice may have stopped at the pipe's
+                // slots, not at the socket's end, and no new edge would
+                // come for bytes already there: read until AGAIN.
+                self.readable = n == room || self.edge;
                 if n == pipe_room && n == self.in_pipe && !self.pipe_grown {
                     // Bulk traffic: a bigger pipe, if the kernel allows.
                     self.pipe_grown = true;

@@ -175,7 +175,7 @@ pub(super) fn ping_possible(d: &Dir<'_>, o: &Dir<'_>) -> bool {
         && ow.tracker.lost_sync().is_none()
         && !w.tracker.close_seen()
         && !ow.tracker.close_seen()
-        && o.buf.data.len() >= MAX_HEADER_LEN + MAX_PONG_TOKEN
+        && o.buf.capacity() >= MAX_HEADER_LEN + MAX_PONG_TOKEN
 }
 
 /// The Ping due in `d`, put in if `d` stands at a frame boundary; the
