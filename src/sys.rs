@@ -56,6 +56,11 @@ pub const EPIPE: Errno = libc::EPIPE;
 pub const EINVAL: Errno = libc::EINVAL;
 /// See [`EAGAIN`].
 pub const ENOSYS: Errno = libc::ENOSYS;
+/// See [`EAGAIN`].
+pub const ENOMEM: Errno = libc::ENOMEM;
+
+/// The non-blocking flag of [`get_flags`] / [`set_flags`].
+pub const O_NONBLOCK: c_int = libc::O_NONBLOCK;
 
 /// One entry of a `poll()` set: `fd < 0` entries are ignored by the kernel
 /// (and report nothing, not even POLLHUP).
@@ -287,6 +292,13 @@ pub struct Pipe {
 }
 
 impl Pipe {
+    /// Its two descriptors (read end, write end), now the caller's to close.
+    pub fn into_raw(self) -> (Fd, Fd) {
+        let ends = (self.read_end, self.write_end);
+        core::mem::forget(self);
+        ends
+    }
+
     /// The end to read (or splice) from.
     pub fn read_end(&self) -> Fd {
         self.read_end

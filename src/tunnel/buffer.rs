@@ -114,6 +114,15 @@ impl<'a> Buffer<'a> {
         Some(b)
     }
 
+    /// A buffer of `size` bytes for the pooled kind (taking pool blocks
+    /// later), holding a copy of `pending` in a block of its own made here
+    /// (on any thread: no pool is needed); None when `pending` does not fit
+    /// or no memory can be had.
+    pub fn owned(pending: &[u8], size: usize) -> Option<Buffer<'static>> {
+        let mut pool = BufPool::new(size, 0);
+        Buffer::pooled(pending, &mut pool)
+    }
+
     /// Pooled: make sure a block is there (false: no memory). Lent: true.
     pub(super) fn provide(&mut self, pool: &mut BufPool) -> bool {
         match &mut self.store {

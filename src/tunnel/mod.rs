@@ -434,6 +434,7 @@ mod splice;
 mod ws;
 
 pub use buffer::{BufPool, Buffer};
+pub(crate) use splice::near_fd_limit;
 pub use engine::{run, run_in, Tunnel, TunnelState, Turn, Wait, QUIET_MS};
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub(super) const BULK_PIPE_CAP: usize = 256 * 1024;
 
 /// True when descriptor `fd` is in the last eighth (at least 64) of the
 /// process's descriptor limit: too close to leave to pipes.
-pub(super) fn near_fd_limit(fd: Fd) -> bool {
+pub(crate) fn near_fd_limit(fd: Fd) -> bool {
     let Some(limit) = sys::max_open_files() else {
         return false;
     };
