@@ -62,3 +62,16 @@ fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
 #[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
+
+/// The same for the unwinder's resume routine, which the precompiled
+/// `alloc` (built to unwind) names in its landing pads: the reactor's
+/// collections bring it in. Nothing unwinds here (panic = abort), so it is
+/// never called; should it be, abort. Local to the module (the version
+/// script exports only the module record), so httpd's own unwinder is
+/// untouched.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    // SAFETY: abort() has no preconditions and never returns.
+    unsafe { libc::abort() }
+}
