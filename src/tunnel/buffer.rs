@@ -233,6 +233,18 @@ impl<'a> Buffer<'a> {
         }
     }
 
+    /// Drop the pending bytes from index `at` of the data on (nothing when
+    /// `at` is not within the pending bytes).
+    pub(super) fn truncate(&mut self, at: usize) {
+        if at >= self.start && at <= self.end {
+            self.end = at;
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+        }
+    }
+
     /// Take the `len` pending bytes at index `at` of the data out, moving
     /// the ones after them down. False (nothing changed) unless they are all
     /// pending.

@@ -247,6 +247,16 @@ pub enum EndReason {
     PingTimeout,
     /// WebSocket: should_stop said [`Stop::GoingAway`].
     GoingAway,
+    /// WebSocket: a message longer than [`Config::max_message_size`]
+    /// (Close 1009 to its sender, 1001 to the other side).
+    MessageTooBig,
+    /// WebSocket: the client sent messages faster than
+    /// [`Config::max_message_rate`] allows (Close 1008 to it, 1001 to the
+    /// backend).
+    RateLimited,
+    /// The tunnel reached [`Config::max_lifetime_ms`] (WebSocket: Close 1001
+    /// to both sides).
+    Lifetime,
 }
 
 impl EndReason {
@@ -261,6 +271,9 @@ impl EndReason {
             EndReason::PollError => c"poll-error",
             EndReason::PingTimeout => c"ping-timeout",
             EndReason::GoingAway => c"going-away",
+            EndReason::MessageTooBig => c"message-too-big",
+            EndReason::RateLimited => c"rate-limited",
+            EndReason::Lifetime => c"lifetime",
         }
     }
 }
@@ -316,6 +329,20 @@ pub struct WsStats {
     pub lost_sync_client: bool,
     /// The backend's stream broke the protocol: no longer tracked.
     pub lost_sync_backend: bool,
+    /// Payload bytes of the largest data message (all its fragments) each
+    /// side sent (a message cut by a limit counts up to its announced size).
+    pub largest_message_from_client: u64,
+    /// The same for the backend.
+    pub largest_message_from_backend: u64,
+    /// Round trips of the tunnel's Pings to the client (ms): the last one
+    /// and the largest; None before the first answer.
+    pub ping_rtt_client_last_ms: Option<u32>,
+    /// See above.
+    pub ping_rtt_client_max_ms: Option<u32>,
+    /// The same for the backend.
+    pub ping_rtt_backend_last_ms: Option<u32>,
+    /// See above.
+    pub ping_rtt_backend_max_ms: Option<u32>,
 }
 
 /// What the tunnel did.
@@ -389,6 +416,17 @@ pub struct Config {
     pub random_seed: u32,
     /// See [`CLOSE_WAIT_MS`].
     pub close_wait_ms: u64,
+    /// WebSocket: a message (all its fragments) longer than this, from
+    /// either side, ends the tunnel at its header, before any of it is
+    /// relayed ([`EndReason::MessageTooBig`]). None: no limit.
+    pub max_message_size: Option<u64>,
+    /// WebSocket: the client's messages (and control frames but the
+    /// module's own Pongs) per second, and the burst (a token bucket);
+    /// faster ends the tunnel ([`EndReason::RateLimited`]). None: no limit.
+    pub max_message_rate: Option<(u32, u32)>,
+    /// End the tunnel this long after it began, at a random moment within
+    /// the last tenth ([`EndReason::Lifetime`]). None: never.
+    pub max_lifetime_ms: Option<u64>,
 }
 
 impl Config {
@@ -408,6 +446,9 @@ impl Config {
             idle_close_frame: false,
             random_seed: 0,
             close_wait_ms: CLOSE_WAIT_MS,
+            max_message_size: None,
+            max_message_rate: None,
+            max_lifetime_ms: None,
         }
     }
 
