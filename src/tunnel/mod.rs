@@ -58,18 +58,35 @@
 //! AGAIN makes a direction wait for POLLOUT. A filtered endpoint's write
 //! blocks in its callback until done, so it never waits for POLLOUT.
 //!
-//! # The loop
+//! # Turns, and who drives them
 //!
-//! Each round (1) runs a few passes of "flush, read, flush" for both
-//! directions without waiting, (2) checks the end conditions and the timers
-//! (should_stop every tick, idle timeout), then (3) polls: POLLIN on a source
-//! only when it is not known readable, not at EOF and its buffer has room;
-//! POLLOUT on a destination only when bytes are pending and the last write
-//! could not take them all. A descriptor with nothing to wait for is left
-//! out of the poll set entirely (`fd = -1`), so a hung-up socket (POLLHUP
-//! is reported whatever the events) cannot wake the loop for nothing. When
-//! work is still possible without waiting (a source with hidden input), the
-//! poll has timeout 0, so the other direction and the timers are served too.
+//! A tunnel ([`Tunnel`]) is a state machine over caller-owned state: it
+//! owns no descriptor and never waits. Its driver feeds it what a wait
+//! reported ([`Tunnel::mark`]: readable, writable, hang-up, error per side)
+//! and turns it ([`Tunnel::turn`]) when something was reported or its
+//! deadline came; each turn (1) runs a few passes of "flush, read, flush"
+//! for both directions without waiting, (2) checks the end conditions and
+//! the timers (should_stop every tick, idle timeout, pings, lifetime, the
+//! quiet release of pipes and buffer memory after [`QUIET_MS`]), then (3)
+//! says what to wait for ([`Wait`]) or that the tunnel ended
+//! ([`Turn::Done`]). Two drivers share it:
+//!
+//! - the threaded loop ([`run`]), for tunnels that stay on their httpd
+//!   worker (TLS, HTTP/2, filters): poll() on the two descriptors, POLLIN
+//!   on a source only when it is not known readable, not at EOF and its
+//!   buffer has room; POLLOUT on a destination only when bytes are pending
+//!   and the last write could not take them all. A descriptor with nothing
+//!   to wait for is left out of the poll set entirely (`fd = -1`), so a
+//!   hung-up socket (POLLHUP is reported whatever the events) cannot wake
+//!   the loop for nothing. When work is still possible without waiting (a
+//!   source with hidden input), the wait is 0, so the other direction and
+//!   the timers are served too;
+//! - the reactor ([`crate::reactor`]), for plain-socket tunnels that left
+//!   their worker: epoll, edge-triggered, both descriptors registered once
+//!   for reading and writing; a tunnel made with `edge` reads a spliced
+//!   source until it answers AGAIN (a short splice may have stopped at the
+//!   pipe, and no new edge would come for bytes already there), and its
+//!   buffers come from a pool only while bytes are pending.
 //!
 //! POLLHUP counts as readable/writable: the read then returns EOF or data,
 //! the write fails. A source that keeps answering AGAIN after POLLHUP is
