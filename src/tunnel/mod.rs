@@ -98,7 +98,7 @@
 //! # WebSocket tunnels
 //!
 //! With [`Config::websocket`], each direction has a
-//! [`FrameTracker`] (client→backend: masked
+//! [`FrameTracker`](crate::frames::FrameTracker) (client→backend: masked
 //! frames; backend→client: unmasked) that sees every byte as it is read, the
 //! initially pending ones too; the figures ([`WsStats`]: messages, Close
 //! codes, lost sync) come from them. The tracker only observes: the bytes
@@ -109,7 +109,7 @@
 //! Zero-copy: frame headers always go through the buffer (the tracker must
 //! see them); the rest of a payload of at least 4 KiB is
 //! spliced when the buffer is empty, the tracker skipping it unseen
-//! ([`FrameTracker::skip`]), and the next header is read once the pipe has
+//! ([`FrameTracker::skip`](crate::frames::FrameTracker::skip)), and the next header is read once the pipe has
 //! been written out (so buffer and pipe never both hold bytes). A stream
 //! that lost sync is spliced like a plain one.
 //!
@@ -123,7 +123,7 @@
 //!   answer can be watched (both streams in sync and open, no Close from
 //!   either side), at that stream's next boundary, or not at all if none
 //!   comes within the interval. The answering Pong is held back as it
-//!   arrives ([`FrameTracker::held`]) and taken out of the buffer whole;
+//!   arrives ([`FrameTracker::held`](crate::frames::FrameTracker::held)) and taken out of the buffer whole;
 //!   other Pongs pass. A side that has not answered one interval after its
 //!   Ping went in ends the tunnel ([`EndReason::PingTimeout`]), and the next
 //!   round comes an interval after the last one began or after the last
@@ -195,7 +195,7 @@ pub trait Endpoint {
     }
 }
 
-/// A plain socket in non-blocking mode ([`sys::Socket`]), read and
+/// A plain socket in non-blocking mode ([`crate::sys::Socket`]), read and
 /// written directly.
 impl Endpoint for Socket {
     fn fd(&self) -> Fd {
