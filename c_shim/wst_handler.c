@@ -8,6 +8,7 @@
  */
 #include "wst_shim.h"
 #include "apr_poll.h"
+#include <stdlib.h>
 
 /* A 101 head is a few hundred bytes: start small (the request pool's memory
  * stays with the tunnel for its whole life) and double up to the limit. */
@@ -684,6 +685,11 @@ static int wst_switch_protocols(wst_call *k)
     const char *upgrade;
     wst_tunnel_stats stats;
     apr_time_t started;
+    apr_interval_time_t duration;
+    wst_handed handed;
+    char *fed = NULL;
+    apr_size_t fed_len = 0;
+    const char *record;
 
     if (wst_tunnel_open(r) != OK) {
         /* Answered here, like the cap at admission (see wst_admit). */
@@ -708,12 +714,35 @@ static int wst_switch_protocols(wst_call *k)
     ap_send_interim_response(r, 1);
     r->sent_bodyct = 1;
 
+    /* Plain sockets on both sides: the tunnel leaves this worker (the
+     * access log's line is written now; its figures go to the tunnel log
+     * when it ends). */
+    handed = wst_async_hand_over(r, k->worker, k->backend,
+                                 k->buf + resp->header_len,
+                                 k->len - resp->header_len,
+                                 k->check.is_websocket, &fed, &fed_len);
+    if (handed == WST_HANDED) {
+        return DONE;
+    }
+
+    record = wst_tlog_begin(r, "threaded");
     started = apr_time_now();
-    wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
-                   k->len - resp->header_len, k->check.is_websocket, &stats);
-    wst_set_notes(r, &stats, apr_time_now() - started);
+    if (handed == WST_KEPT_FED) {
+        wst_run_tunnel(r, k->backend, fed, fed_len, k->check.is_websocket,
+                       &stats);
+        free(fed);
+    }
+    else {
+        wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
+                       k->len - resp->header_len, k->check.is_websocket,
+                       &stats);
+    }
+    duration = apr_time_now() - started;
+    wst_set_notes(r, &stats, duration);
 
     wst_log_tunnel_end(r, &stats);
+    wst_tlog_write(wst_tlog_fd(r->server), record, &stats,
+                   (apr_uint64_t)apr_time_as_msec(duration));
     return DONE;
 }
 

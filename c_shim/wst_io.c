@@ -305,7 +305,7 @@ static int wst_passive_filter(const char *name)
            || WST_CASECMP(name, "log_input_output") == 0;
 }
 
-static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
+int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
 {
     ap_filter_t *f;
     int raw = 1;
