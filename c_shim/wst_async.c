@@ -275,10 +275,17 @@ static void wst_async_notice(request_rec *r, const char *why)
                   "a minute)", why);
 }
 
+void wst_fed_free(wst_fed *fed)
+{
+    free(fed->to_backend);
+    free(fed->to_client);
+    memset(fed, 0, sizeof(*fed));
+}
+
 wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                                proxy_conn_rec *backend, const char *pending,
                                apr_size_t pending_len, int websocket,
-                               char **fed, apr_size_t *fed_len)
+                               wst_fed *fed)
 {
     wst_dir_conf *dconf = ap_get_module_config(r->per_dir_config,
                                                &proxy_wstunnel_module);
@@ -296,8 +303,7 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
     apr_uint32_t seed = 0;
     wst_status st;
 
-    *fed = NULL;
-    *fed_len = 0;
+    memset(fed, 0, sizeof(*fed));
     if (dconf->async == 0 || !backconn) {
         return WST_KEPT;
     }
@@ -458,29 +464,23 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
         return WST_HANDED;
     }
 
-    /* Not taken: the tunnel runs here, nothing lost. What the client had
-     * sent goes to the backend now; what the backend had sent is the
-     * threaded tunnel's first bytes for the client. */
+    /* Not taken: the tunnel runs here, nothing lost: the threaded tunnel
+     * starts with what was read from both sides (its frame tracking sees
+     * every byte). */
     close(cdup);
     close(bdup);
     ap_log_rerror(APLOG_MARK, (all_c && all_b) ? APLOG_WARNING : APLOG_DEBUG,
                   0, r, WSTNO(034)
                   "tunnel kept on its worker thread after its buffered bytes "
                   "were read: %s", !(all_c && all_b)
-                  ? "more than 64 KiB were already buffered"
+                  ? "the peers had sent 64 KiB already (the threaded tunnel "
+                    "starts with them)"
                   : x == NULL ? "out of memory"
                   : "the reactor refused it (out of memory or stopping)");
-    if (tb_len) {
-        bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
-        if (wst_write_flush(backconn, bb, (const char *)to_backend, tb_len)
-                != APR_SUCCESS) {
-            backconn->aborted = 1;      /* the tunnel ends on it at once */
-        }
-        apr_brigade_cleanup(bb);
-    }
-    free(to_backend);
-    *fed = (char *)to_client;
-    *fed_len = tc_len;
+    fed->to_backend = (char *)to_backend;
+    fed->to_backend_len = tb_len;
+    fed->to_client = (char *)to_client;
+    fed->to_client_len = tc_len;
     return WST_KEPT_FED;
 }
 

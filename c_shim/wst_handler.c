@@ -8,7 +8,6 @@
  */
 #include "wst_shim.h"
 #include "apr_poll.h"
-#include <stdlib.h>
 
 /* A 101 head is a few hundred bytes: start small (the request pool's memory
  * stays with the tunnel for its whole life) and double up to the limit. */
@@ -687,8 +686,7 @@ static int wst_switch_protocols(wst_call *k)
     apr_time_t started;
     apr_interval_time_t duration;
     wst_handed handed;
-    char *fed = NULL;
-    apr_size_t fed_len = 0;
+    wst_fed fed;
     const char *record;
 
     if (wst_tunnel_open(r) != OK) {
@@ -720,7 +718,7 @@ static int wst_switch_protocols(wst_call *k)
     handed = wst_async_hand_over(r, k->worker, k->backend,
                                  k->buf + resp->header_len,
                                  k->len - resp->header_len,
-                                 k->check.is_websocket, &fed, &fed_len);
+                                 k->check.is_websocket, &fed);
     if (handed == WST_HANDED) {
         return DONE;
     }
@@ -728,14 +726,15 @@ static int wst_switch_protocols(wst_call *k)
     record = wst_tlog_begin(r, "threaded");
     started = apr_time_now();
     if (handed == WST_KEPT_FED) {
-        wst_run_tunnel(r, k->backend, fed, fed_len, k->check.is_websocket,
-                       &stats);
-        free(fed);
+        wst_run_tunnel(r, k->backend, fed.to_client, fed.to_client_len,
+                       fed.to_backend, fed.to_backend_len,
+                       k->check.is_websocket, &stats);
+        wst_fed_free(&fed);
     }
     else {
         wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
-                       k->len - resp->header_len, k->check.is_websocket,
-                       &stats);
+                       k->len - resp->header_len, NULL, 0,
+                       k->check.is_websocket, &stats);
     }
     duration = apr_time_now() - started;
     wst_set_notes(r, &stats, duration);

@@ -187,10 +187,12 @@ wst_stop wst_drain_should_stop(void *drain);
 int wst_is_raw(request_rec *r, conn_rec *c, const char *name);
 
 /* Run the tunnel between the client and the backend connection; `pending`
- * holds bytes the backend sent after its 101; `websocket`: the tunnel
- * carries RFC 6455 frames. Returns the stats. */
+ * holds bytes the backend sent after its 101, `client_pending` bytes the
+ * client sent that were already read from its filters (each at most 64 KiB);
+ * `websocket`: the tunnel carries RFC 6455 frames. Returns the stats. */
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
+                    const char *client_pending, apr_size_t client_pending_len,
                     int websocket, wst_tunnel_stats *stats);
 
 /* Remove every filter named `name` from a connection's filter chain
@@ -237,16 +239,25 @@ typedef enum wst_handed {
     WST_KEPT = 0,      /* not handed over, nothing consumed: run it here */
     WST_HANDED = 1,    /* the reactor has it: the handler returns DONE */
     WST_KEPT_FED = 2   /* not handed over after the filters were drained:
-                        * what the client had sent went to the backend and
-                        * *fed (malloc'd) holds what the backend had sent,
-                        * pending included: run it here with that */
+                        * run it here, starting with the bytes in the
+                        * wst_fed (malloc'd; wst_fed_free) */
 } wst_handed;
+
+/* Bytes read from httpd's filters and not relayed yet. */
+typedef struct wst_fed {
+    char *to_backend;          /* from the client */
+    apr_size_t to_backend_len;
+    char *to_client;           /* from the backend (its bytes after the 101 first) */
+    apr_size_t to_client_len;
+} wst_fed;
+
+void wst_fed_free(wst_fed *fed);
 
 /* After the 101: hand the tunnel to the child's reactor when it can go.
  * pending: the backend's bytes after its 101 head. */
 wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                                proxy_conn_rec *backend, const char *pending,
                                apr_size_t pending_len, int websocket,
-                               char **fed, apr_size_t *fed_len);
+                               wst_fed *fed);
 
 #endif /* WST_SHIM_H */
