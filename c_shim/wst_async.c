@@ -52,6 +52,7 @@ static wst_reactor *reactor;
 static apr_thread_t *reactor_thread;
 static volatile int reactor_running;
 static int is_prefork;
+static server_rec *main_server;         /* for the child's exit messages */
 static apr_time_t last_fd_notice;       /* rate limit of WST032 (per child) */
 
 /* How the child stops: set by the child_stopping hook (2.4.49+ worker and
@@ -523,6 +524,22 @@ static void wst_on_stop_signal(int sig)
     wst_chain(sig, sig == SIGHUP ? &old_hup : &old_term);
 }
 
+/* While the child waits for its tunnels, a stop that follows a graceful
+ * one (SIGTERM or SIGHUP from the parent, or prefork's parent's killpg)
+ * must still end them within a second. By then every MPM has set those
+ * signals to SIG_IGN (prefork's clean_child_exit) or to a handler that does
+ * nothing (worker, event): this flag-only handler takes their place. */
+static void wst_watch_stop_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = wst_on_stop_signal;     /* exiting: only the flag */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 static void wst_wrap_stop_signals(void)
 {
     struct sigaction sa;
@@ -589,8 +606,11 @@ static apr_status_t wst_async_child_exit(void *unused)
     }
     wst_reactor_stop(reactor, how);
     n = wst_reactor_tunnels(reactor);
+    if (n && how != WST_STOP_SHUTDOWN) {
+        wst_watch_stop_signals();
+    }
     if (n) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, NULL, WSTNO(038)
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, main_server, WSTNO(038)
                      "child %ld exiting (%s) with %lu handed-over tunnel%s: "
                      "waiting for %s", (long)getpid(),
                      how == WST_STOP_SHUTDOWN ? "stop" : "graceful",
@@ -630,7 +650,7 @@ static apr_status_t wst_async_child_exit(void *unused)
     reactor_running = 0;
     wst_reactor_destroy(reactor);
     reactor = NULL;
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, NULL, WSTNO(039)
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main_server, WSTNO(039)
                  "child %ld: reactor stopped after %" APR_TIME_T_FMT " ms (%lu "
                  "tunnel%s cut at the end)", (long)getpid(),
                  (apr_time_t)apr_time_as_msec(apr_time_now() - start),
@@ -644,6 +664,7 @@ void wst_async_child_init(apr_pool_t *pchild, server_rec *s)
     int threaded = 0;
     apr_status_t rv;
 
+    main_server = s;
     /* Two descriptors per handed-over tunnel: take the whole hard limit. */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rlim_t was = rl.rlim_cur;
