@@ -259,10 +259,31 @@ mod tests {
             -> (UnixStream, UnixStream, mpsc::Receiver<(wst_tunnel_stats, u64)>) {
             let (c_near, c_far) = UnixStream::pair().unwrap();
             let (b_near, b_far) = UnixStream::pair().unwrap();
+            let (c_far, b_far) = (c_far.into_raw_fd(), b_far.into_raw_fd());
+            let rx = self.adopt_fds(c_far, b_far, cfg, drain_ms, to_backend);
+            (c_near, b_near, rx)
+        }
+
+        fn adopt_tcp(&self, cfg: wst_tunnel_config)
+            -> (std::net::TcpStream, std::net::TcpStream, mpsc::Receiver<(wst_tunnel_stats, u64)>) {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let pair = || {
+                let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let (b, _) = l.accept().unwrap();
+                (a, b)
+            };
+            let (c_near, c_far) = pair();
+            let (b_near, b_far) = pair();
+            let rx = self.adopt_fds(c_far.into_raw_fd(), b_far.into_raw_fd(), cfg, 0, b"");
+            (c_near, b_near, rx)
+        }
+
+        fn adopt_fds(&self, c_far: c_int, b_far: c_int, cfg: wst_tunnel_config, drain_ms: c_int,
+            to_backend: &[u8]) -> mpsc::Receiver<(wst_tunnel_stats, u64)> {
             let (tx, rx) = mpsc::channel();
             let t = wst_async_tunnel {
-                client_fd: c_far.into_raw_fd(),
-                backend_fd: b_far.into_raw_fd(),
+                client_fd: c_far,
+                backend_fd: b_far,
                 to_backend: to_backend.as_ptr(),
                 to_backend_len: to_backend.len(),
                 to_client: core::ptr::null(),
@@ -273,7 +294,7 @@ mod tests {
                 end_ctx: Box::into_raw(Box::new(Ended(tx))).cast(),
             };
             assert_eq!(unsafe { wst_reactor_adopt(self.r, &t) }, wst_status::WST_OK);
-            (c_near, b_near, rx)
+            rx
         }
     }
 
@@ -325,6 +346,33 @@ mod tests {
         while wst_reactor_tunnels(run.r) != 0 {
             assert!(t0.elapsed() < Duration::from_secs(2));
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn data_and_fin_arriving_together_end_the_tunnel() {
+        let run = Run::start();
+        for _ in 0..200 {
+            // Client side: bytes and FIN at once, after the first turn.
+            let (mut c, mut b, rx) = run.adopt_tcp(cfg(false, 0));
+            c.write_all(b"!").unwrap();
+            let mut one = [0u8; 1];
+            b.read_exact(&mut one).unwrap();
+            c.write_all(b"last words").unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            b.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"last words");
+            // Backend side too.
+            b.write_all(b"bye").unwrap();
+            drop(b);
+            let mut got = Vec::new();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"bye");
+            let (st, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(st.reason, wst_end_reason::WST_END_CLOSED);
         }
     }
 

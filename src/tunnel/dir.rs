@@ -58,6 +58,10 @@ pub(super) struct Dir<'a> {
     pub(super) injected_written: u64,
     /// Readiness comes edge-triggered: see [`super::Tunnel::new`].
     pub(super) edge: bool,
+    /// Edge-triggered: the source's peer ended its input (EPOLLRDHUP or
+    /// EPOLLHUP came). Its end of input comes after the data: the source is
+    /// read until it says so, since no later edge would tell.
+    pub(super) fin_seen: bool,
     /// WebSocket: [`super::Config::max_message_size`].
     pub(super) limit: Option<u64>,
     /// WebSocket, client→backend: [`super::Config::max_message_rate`].
@@ -135,6 +139,7 @@ impl<'a> Dir<'a> {
             inj_to: 0,
             injected_written: 0,
             edge: false,
+            fin_seen: false,
             limit: limit.filter(|_| ws.is_some()),
             bucket: bucket.filter(|_| ws.is_some()),
             now: 0,
@@ -449,7 +454,7 @@ impl<'a> Dir<'a> {
                 self.hup_again = 0;
                 // A full read: more is likely waiting; read again (once
                 // there is room) without polling first.
-                self.readable = src.hidden_input() || n == cap;
+                self.readable = src.hidden_input() || n == cap || self.fin_seen;
                 Ok(true)
             }
             Io::Eof => {

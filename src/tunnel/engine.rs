@@ -256,6 +256,14 @@ impl Tunnel<'_, '_> {
             return Some(self.fail((side, e)));
         }
         let hup = revents & sys::POLLHUP != 0;
+        if hup || revents & sys::POLLRDHUP != 0 {
+            // Edge-triggered drivers: the end of input is sticky (see
+            // Dir::fin_seen); poll() reports it level-triggered anyway.
+            match side {
+                Side::Client => self.c2b.fin_seen |= self.c2b.edge,
+                Side::Backend => self.b2c.fin_seen |= self.b2c.edge,
+            }
+        }
         if hup && asked == 0 {
             match side {
                 Side::Client => self.client_hup = true,
