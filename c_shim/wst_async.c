@@ -76,6 +76,7 @@ typedef struct wst_async_ctx {
     int drain_ms;
     int idle_ms;
     apr_size_t *busy;            /* the balancer member's busy count, or NULL */
+    wst_msg_limits limits;       /* for the line when a limit ends it */
 } wst_async_ctx;
 
 /* ---- the balancer's busy count (mod_proxy_balancer decrements it after
@@ -164,6 +165,8 @@ static void wst_async_end(void *end_ctx, const wst_tunnel_stats *stats,
     wst_async_ctx *x = end_ctx;
 
     wst_async_log_end(x, stats);
+    wst_log_limit_end(NULL, x->s, x->who, &x->limits, stats,
+                      (apr_uint64_t)duration_ms);
     wst_tlog_write(x->tlog_fd, x->record, stats, (apr_uint64_t)duration_ms);
     if (x->busy) {
         wst_busy_dec(x->busy);
@@ -391,6 +394,9 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
         }
         x = wst_async_ctx_make(r, wst_tlog_begin(r, "async"), drain_ms,
                                idle_ms, busy);
+        if (x) {
+            wst_msg_limits_of(r, websocket, &x->limits);
+        }
     }
     if (x) {
         memset(&t, 0, sizeof(t));
@@ -400,14 +406,8 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
         t.to_backend_len = tb_len;
         t.to_client = to_client;
         t.to_client_len = tc_len;
-        /* The settings as wst_run_tunnel computes them (wst_io.c). */
-        t.cfg.idle_timeout_ms = x->idle_ms;
-        t.cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
-                           ? 0 : 1;
-        t.cfg.websocket = websocket ? 1 : 0;
-        t.cfg.ping_interval_ms = websocket && dconf->ping > 0
-                                 ? (int)apr_time_as_msec(dconf->ping) : 0;
-        t.cfg.idle_close_frame = websocket ? 1 : 0;
+        /* The settings as for a threaded tunnel (wst_io.c). */
+        wst_tunnel_config_fill(r, websocket, &t.cfg);
         if (apr_generate_random_bytes((unsigned char *)&seed, sizeof(seed))
                 != APR_SUCCESS) {
             seed = (apr_uint32_t)(apr_time_now() ^ (apr_time_t)getpid()

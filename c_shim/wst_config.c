@@ -13,6 +13,9 @@
  *   ProxyWebsocketMaxTunnels <n>               server-wide cap (503 above).
  *   ProxyWebsocketPing <time>                  keepalive pings, both sides.
  *   ProxyWebsocketDrain <time>                 spread Close 1001 on graceful.
+ *   ProxyWebsocketMaxMessageSize <bytes>, ProxyWebsocketMaxMessageRate
+ *       <rate> [<burst>], ProxyWebsocketMaxLifetime <time>: limits on what
+ *       goes through a tunnel (wst_tunnel_limits.c).
  *   ProxyWebsocketAsyncDelay <time>            httpd trunk's name; accepted
  *       so configurations written for trunk load, and ignored.
  *   ProxyWebsocketAsync On|Off                 plain-socket tunnels leave
@@ -33,6 +36,9 @@ void *wst_create_dir_conf(apr_pool_t *p, char *dir)
     conf->upgrade_http = -1;
     conf->ping = -1;
     conf->drain = -1;
+    conf->max_message_size = -1;     /* wst_tunnel_limits.c */
+    conf->max_message_rate = -1;
+    conf->max_lifetime = -1;
     conf->async = -1;
     return conf;
 }
@@ -53,6 +59,19 @@ void *wst_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                                              : base->allow_origins;
     conf->ping = add->ping != -1 ? add->ping : base->ping;
     conf->drain = add->drain != -1 ? add->drain : base->drain;
+    /* wst_tunnel_limits.c: the rate and its burst go together */
+    conf->max_message_size = add->max_message_size != -1
+                             ? add->max_message_size : base->max_message_size;
+    if (add->max_message_rate != -1) {
+        conf->max_message_rate = add->max_message_rate;
+        conf->max_message_burst = add->max_message_burst;
+    }
+    else {
+        conf->max_message_rate = base->max_message_rate;
+        conf->max_message_burst = base->max_message_burst;
+    }
+    conf->max_lifetime = add->max_lifetime != -1 ? add->max_lifetime
+                                                 : base->max_lifetime;
     conf->async = add->async != -1 ? add->async : base->async;
     return conf;
 }
@@ -187,6 +206,13 @@ static const char *set_time(cmd_parms *cmd, const char *arg,
     return NULL;
 }
 
+/* For the directives of other files (wst_tunnel_limits.c). */
+const char *wst_set_time(cmd_parms *cmd, const char *arg,
+                         apr_interval_time_t *out)
+{
+    return set_time(cmd, arg, out);
+}
+
 static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
                                     const char *arg)
 {
@@ -277,6 +303,22 @@ const command_rec wst_cmds[] = {
                   "time of silence (seconds, or 1500ms, 2m) after which the module pings both "
                   "sides; no answer within as long ends the tunnel with "
                   "Close 1001 (0 = off, the default)"),
+    /* wst_tunnel_limits.c */
+    AP_INIT_TAKE1("ProxyWebsocketMaxMessageSize", wst_set_max_message_size,
+                  NULL, RSRC_CONF | ACCESS_CONF,
+                  "largest WebSocket message (all its fragments) either side "
+                  "may send, in bytes (or 64K, 1M, 1G); a larger one ends the "
+                  "tunnel with Close 1009 to its sender (0 = off, the default)"),
+    AP_INIT_TAKE12("ProxyWebsocketMaxMessageRate", wst_set_max_message_rate,
+                   NULL, RSRC_CONF | ACCESS_CONF,
+                   "WebSocket messages per second a client may send, and an "
+                   "optional burst (default: the rate); more ends the tunnel "
+                   "with Close 1008 (0 = off, the default)"),
+    AP_INIT_TAKE1("ProxyWebsocketMaxLifetime", wst_set_max_lifetime, NULL,
+                  RSRC_CONF | ACCESS_CONF,
+                  "time (seconds, or 30mi, 1h) after which a tunnel ends, at a "
+                  "random moment within its last tenth, with Close 1001 to "
+                  "both sides (0 = off, the default)"),
     AP_INIT_TAKE1("ProxyWebsocketDrain", set_drain, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "on graceful restart or stop, close each tunnel with 1001 "
@@ -290,7 +332,7 @@ const command_rec wst_cmds[] = {
     AP_INIT_TAKE12("ProxyWebsocketTunnelLog", set_tunnel_log, NULL, RSRC_CONF,
                    "file (relative to ServerRoot) or \"|program\" that gets "
                    "one line per tunnel when it ends, and an optional format "
-                   "(%a %U %v %t %D %I %O %B %b %m %M %c %C %f %r %p "
+                   "(%a %U %v %t %D %I %O %B %b %m %M %c %C %f %r %l %L %g %x %p "
                    "%{VAR}e %{Header}i ...)"),
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,

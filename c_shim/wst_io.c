@@ -524,11 +524,9 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     wst_drain_init(&t->drain, r, client_sock,
                    dconf->drain > 0 ? dconf->drain : 0);
 
-    t->cfg.idle_timeout_ms = dconf->idle_timeout > 0
-                             ? (int)apr_time_as_msec(dconf->idle_timeout) : 0;
+    /* What the configuration says, as for a handed-over tunnel */
+    wst_tunnel_config_fill(r, websocket, &t->cfg);
     t->cfg.tick_ms = WST_TICK_MS;
-    t->cfg.half_close = apr_table_get(r->subprocess_env, "proxy-nohalfclose")
-                     ? 0 : 1;
     t->cfg.stop_ctx = &t->drain;
     t->cfg.should_stop = wst_drain_should_stop;
 #if WST_HAVE_POLLFD_FROM_CONN
@@ -537,10 +535,6 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
         t->cfg.should_stop = wst_h2_should_stop;
     }
 #endif
-    t->cfg.websocket = websocket ? 1 : 0;
-    t->cfg.ping_interval_ms = websocket && dconf->ping > 0
-                           ? (int)apr_time_as_msec(dconf->ping) : 0;
-    t->cfg.idle_close_frame = websocket ? 1 : 0;
     t->cfg.random_seed = t->drain.seed ^ 0x9e3779b9u;
     /* The core's state in the pool too (pool memory is aligned for any
      * type): the stack under the waiting tunnel stays shallow. */

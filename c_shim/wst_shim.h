@@ -19,6 +19,9 @@
  *                         thread, the hand-over, the end of such a tunnel,
  *                         the child's exit
  *   wst_tlog.c            ProxyWebsocketTunnelLog: one record per tunnel
+ *   wst_tunnel_limits.c   a tunnel's settings (wst_tunnel_config) from its
+ *                         configuration, for both paths; the message size,
+ *                         message rate and lifetime limits
  */
 #ifndef WST_SHIM_H
 #define WST_SHIM_H
@@ -66,6 +69,11 @@ typedef struct wst_dir_conf {
     int upgrade_http;                /* ProxyWebsocketUpgrade: -1 unset, 0, 1 */
     apr_interval_time_t ping;        /* ProxyWebsocketPing: -1 unset, 0 off */
     apr_interval_time_t drain;       /* ProxyWebsocketDrain: -1 unset, 0 off */
+    /* wst_tunnel_limits.c */
+    apr_int64_t max_message_size;    /* ProxyWebsocketMaxMessageSize: -1 unset, 0 off */
+    int max_message_rate;            /* ProxyWebsocketMaxMessageRate: -1 unset, 0 off */
+    int max_message_burst;           /* its burst (0: the rate); set with it */
+    apr_interval_time_t max_lifetime; /* ProxyWebsocketMaxLifetime: -1 unset, 0 off */
     apr_array_header_t *allow_origins; /* of wst_str; NULL unset */
     int async;                       /* ProxyWebsocketAsync: -1 unset (On), 0, 1 */
 } wst_dir_conf;
@@ -178,6 +186,44 @@ void wst_drain_init(wst_drain *d, request_rec *r, apr_socket_t *client_sock,
                     apr_interval_time_t window);
 /* The tunnel's should_stop. */
 wst_stop wst_drain_should_stop(void *drain);
+
+/* ---- wst_tunnel_limits.c ---- */
+
+/* httpd's time syntax for a directive (wst_config.c's set_time). */
+const char *wst_set_time(cmd_parms *cmd, const char *arg,
+                         apr_interval_time_t *out);
+const char *wst_set_max_message_size(cmd_parms *cmd, void *dconf,
+                                     const char *arg);
+const char *wst_set_max_message_rate(cmd_parms *cmd, void *dconf,
+                                     const char *rate, const char *burst);
+const char *wst_set_max_lifetime(cmd_parms *cmd, void *dconf,
+                                 const char *arg);
+
+/* A tunnel's limits as configured for r (0: off; burst: the rate when not
+ * given). */
+typedef struct wst_msg_limits {
+    apr_uint64_t max_size;
+    apr_int64_t lifetime_ms;
+    int rate;
+    int burst;
+    int websocket;               /* the tunnel carries RFC 6455 frames */
+} wst_msg_limits;
+
+void wst_msg_limits_of(request_rec *r, int websocket, wst_msg_limits *l);
+
+/* The settings both tunnel paths take from the configuration: idle timeout,
+ * half-close, websocket, ping, idle Close frame and the limits. The caller
+ * sets tick_ms, should_stop, random_seed and state. */
+void wst_tunnel_config_fill(request_rec *r, int websocket,
+                            wst_tunnel_config *cfg);
+
+/* A tunnel ended by a limit: one line at info naming the limit and the
+ * figure (WST060 size, WST061 rate, WST062 lifetime); nothing otherwise.
+ * With r (threaded): logged for r, who is r's path; without (the reactor's
+ * thread): for s, who is "[client IP] /path". No pools. */
+void wst_log_limit_end(request_rec *r, server_rec *s, const char *who,
+                       const wst_msg_limits *l, const wst_tunnel_stats *st,
+                       apr_uint64_t duration_ms);
 
 /* ---- wst_io.c ---- */
 
