@@ -61,6 +61,23 @@ static int wst_add_forwarded(request_rec *r, proxy_server_conf *conf)
 #endif
 }
 
+/* A largest message as a note: "-" when no message went that way (a
+ * message cut by ProxyWebsocketMaxMessageSize counts, as announced). */
+static const char *wst_note_largest(apr_pool_t *p, apr_uint64_t largest,
+                                    apr_uint64_t messages)
+{
+    if (!largest && !messages) {
+        return "-";
+    }
+    return apr_psprintf(p, "%" APR_UINT64_T_FMT, largest);
+}
+
+/* A round trip in ms as a note, "-" when none (-1). */
+static const char *wst_note_ms(apr_pool_t *p, int ms)
+{
+    return ms >= 0 ? apr_itoa(p, ms) : "-";
+}
+
 /* Per-tunnel figures as request notes, for LogFormat's %{...}n. */
 static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                           apr_interval_time_t duration)
@@ -91,6 +108,23 @@ static void wst_set_notes(request_rec *r, const wst_tunnel_stats *stats,
                    ? apr_itoa(r->pool, stats->close_code_from_backend) : "-");
     apr_table_setn(r->notes, "wstunnel-end",
                    wst_end_reason_name(stats->reason));
+    /* Largest message per direction ("-": none), the module's Ping round
+     * trips per side ("-": none answered). */
+    apr_table_setn(r->notes, "wstunnel-client-largest-message",
+                   wst_note_largest(r->pool, stats->largest_message_from_client,
+                                    stats->messages_from_client));
+    apr_table_setn(r->notes, "wstunnel-backend-largest-message",
+                   wst_note_largest(r->pool,
+                                    stats->largest_message_from_backend,
+                                    stats->messages_from_backend));
+    apr_table_setn(r->notes, "wstunnel-client-rtt-ms",
+                   wst_note_ms(r->pool, stats->ping_rtt_client_last_ms));
+    apr_table_setn(r->notes, "wstunnel-client-rtt-max-ms",
+                   wst_note_ms(r->pool, stats->ping_rtt_client_max_ms));
+    apr_table_setn(r->notes, "wstunnel-backend-rtt-ms",
+                   wst_note_ms(r->pool, stats->ping_rtt_backend_last_ms));
+    apr_table_setn(r->notes, "wstunnel-backend-rtt-max-ms",
+                   wst_note_ms(r->pool, stats->ping_rtt_backend_max_ms));
 }
 
 /* The URL with an explicit port: httpd 2.2's (and 2.4 before 2.4.34's)
@@ -740,6 +774,12 @@ static int wst_switch_protocols(wst_call *k)
     wst_set_notes(r, &stats, duration);
 
     wst_log_tunnel_end(r, &stats);
+    {
+        wst_msg_limits limits;      /* a limit that ended it: WST060-062 */
+        wst_msg_limits_of(r, k->check.is_websocket, &limits);
+        wst_log_limit_end(r, r->server, r->uri ? r->uri : "-", &limits,
+                          &stats, (apr_uint64_t)apr_time_as_msec(duration));
+    }
     wst_tlog_write(wst_tlog_fd(r->server), record, &stats,
                    (apr_uint64_t)apr_time_as_msec(duration));
     return DONE;

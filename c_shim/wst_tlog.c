@@ -26,6 +26,10 @@
  *                      %M messages from the backend   %c %C Close code the
  *                      client / the backend sent ("-": none)   %f who closed
  *                      first (client, backend, none)   %r end reason
+ *                      %l %L largest message from the client / the backend
+ *                      %g %G last round trip of the module's Ping to the
+ *                      client / the backend (ms)   %x %X the largest one
+ *                      ("-": none)
  * Values that may come from clients are escaped as mod_log_config escapes
  * them (\" \\ \xhh); a missing value is "-".
  */
@@ -46,7 +50,7 @@ static const char *const wst_months[12] = {
 
 static int wst_tlog_late_code(char c)
 {
-    return c && strchr("DIOBbmMcCfr", c) != NULL;
+    return c && strchr("DIOBbmMcCfrlLgGxX", c) != NULL;
 }
 
 static int wst_tlog_early_code(char c)
@@ -261,6 +265,18 @@ static void wst_tlog_code(wst_tlog_buf *o, int code)
     }
 }
 
+/* A largest message: "-" when no message went that way (as the note). */
+static void wst_tlog_largest(wst_tlog_buf *o, apr_uint64_t largest,
+                             apr_uint64_t messages)
+{
+    if (!largest && !messages) {
+        wst_tlog_put(o, "-", 1);
+    }
+    else {
+        wst_tlog_u64(o, largest);
+    }
+}
+
 void wst_tlog_write(int fd, const char *record, const wst_tunnel_stats *st,
                     apr_uint64_t duration_ms)
 {
@@ -299,6 +315,18 @@ void wst_tlog_write(int fd, const char *record, const wst_tunnel_stats *st,
             v = wst_end_reason_name(st->reason);
             wst_tlog_put(&o, v, strlen(v));
             break;
+        case 'l':
+            wst_tlog_largest(&o, st->largest_message_from_client,
+                             st->messages_from_client);
+            break;
+        case 'L':
+            wst_tlog_largest(&o, st->largest_message_from_backend,
+                             st->messages_from_backend);
+            break;
+        case 'g': wst_tlog_code(&o, st->ping_rtt_client_last_ms); break;
+        case 'G': wst_tlog_code(&o, st->ping_rtt_backend_last_ms); break;
+        case 'x': wst_tlog_code(&o, st->ping_rtt_client_max_ms); break;
+        case 'X': wst_tlog_code(&o, st->ping_rtt_backend_max_ms); break;
         case '%':
             wst_tlog_put(&o, "%", 1);
             break;
