@@ -127,6 +127,9 @@ fn serve(mut s: TcpStream, rec: &Arc<Mutex<Conn>>, stop: &AtomicBool) -> String 
     let text = String::from_utf8_lossy(&head).into_owned();
     rec.lock().unwrap().request = text.clone();
     rec.lock().unwrap().raw.extend_from_slice(&buf);
+    if !text.to_ascii_lowercase().contains("upgrade: websocket") {
+        return serve_raw(s, rec, stop, buf);
+    }
     let mut out = response_101(&head);
     // /big/<n>,<n>...: binary messages of those sizes right after the 101
     let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
@@ -169,6 +172,31 @@ fn serve(mut s: TcpStream, rec: &Arc<Mutex<Conn>>, stop: &AtomicBool) -> String 
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 rec.lock().unwrap().raw.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return format!("reset: {e}"),
+        }
+    }
+}
+
+/// Another protocol (`Upgrade: foo`): a 101 for it, then every byte echoed.
+fn serve_raw(mut s: TcpStream, rec: &Arc<Mutex<Conn>>, stop: &AtomicBool, buf: Vec<u8>) -> String {
+    let out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n";
+    if s.write_all(out).is_err() || s.write_all(&buf).is_err() {
+        return "write-error".into();
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return "stopped".into();
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return "eof".into(),
+            Ok(n) => {
+                rec.lock().unwrap().raw.extend_from_slice(&chunk[..n]);
+                if s.write_all(&chunk[..n]).is_err() {
+                    return "write-error".into();
+                }
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => return format!("reset: {e}"),
@@ -625,6 +653,59 @@ fn lifetime(path: Path) {
     );
 }
 both_paths!(lifetime);
+
+/// Not only WebSocket tunnels: an `Upgrade: foo` tunnel (`upgrade=foo`, httpd 2.4.26+) with
+/// ProxyWebsocketMaxLifetime 1 is closed between 0.9 s and 1 s (plus slack).
+fn lifetime_other_protocol(path: Path) {
+    if !need::ours() {
+        return;
+    }
+    if !Httpd::flavor().is_24() {
+        eprintln!("SKIP: upgrade= needs httpd 2.4");
+        return;
+    }
+    let b = LimBackend::start();
+    let h = httpd(
+        path,
+        b.port(),
+        "ProxyWebsocketMaxLifetime 1\n\
+         ProxyPass /raw/ ws://127.0.0.1:{BACKEND_PORT}/ upgrade=foo\n",
+    );
+    let t = h.target();
+    let mut c = RawClient::connect(&t).expect("connect");
+    c.send(
+        format!(
+            "GET /raw/x HTTP/1.1\r\nHost: {}\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\n",
+            t.host
+        )
+        .as_bytes(),
+    )
+    .expect("send");
+    let resp = c.read_head().expect("head");
+    assert_eq!(resp.status, 101, "{resp:?}");
+    let start = Instant::now();
+    c.send(b"hello").expect("send");
+    assert_eq!(c.read_exact_bytes(5).expect("echo"), b"hello");
+    let (rest, end) = c.read_until_close(Duration::from_secs(5));
+    let at = start.elapsed();
+    assert!(rest.is_empty(), "unexpected bytes {rest:?}");
+    assert_ne!(end, wst_e2e::client::End::Timeout, "not closed");
+    assert!(
+        at >= Duration::from_millis(850) && at <= Duration::from_millis(1400),
+        "closed at {at:?}, outside [0.9 s, 1 s] (+ slack)"
+    );
+    let f = tlog(&h, "/raw/x", path);
+    assert_eq!(f[2], "lifetime", "{f:?}");
+    wait_error_line(
+        &h,
+        &[
+            "WST062",
+            "/raw/x",
+            "ProxyWebsocketMaxLifetime 1000 ms: closed",
+        ],
+    );
+}
+both_paths!(lifetime_other_protocol);
 
 // ---------------------------------------------------------------------------------------
 // Figures: largest message, ping round trips
