@@ -47,6 +47,8 @@
 #define WST_EXIT_POLL_MS 20
 #define WST_EXIT_HARD_MS 600
 #define WST_EXIT_CLOSE_MARGIN_MS 3000
+/* At the child's start, for its reactor's thread to run. */
+#define WST_START_WAIT_MS 500
 
 static wst_reactor *reactor;
 static apr_thread_t *reactor_thread;
@@ -662,6 +664,7 @@ void wst_async_child_init(apr_pool_t *pchild, server_rec *s)
 {
     struct rlimit rl;
     int threaded = 0;
+    int waited;
     apr_status_t rv;
 
     main_server = s;
@@ -705,6 +708,14 @@ void wst_async_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     reactor_running = 1;
+    /* The reactor takes tunnels once its thread runs: a child that serves
+     * an upgrade right after its start (prefork) would otherwise keep that
+     * tunnel on its worker, and WST032 would blame the descriptors. A
+     * thread starts within microseconds; wait at most WST_START_WAIT_MS. */
+    for (waited = 0; waited < WST_START_WAIT_MS * 10
+                     && !wst_reactor_can_take(reactor, 0); waited++) {
+        apr_sleep(100);
+    }
     apr_pool_pre_cleanup_register(pchild, NULL, wst_async_child_exit);
     if (is_prefork) {
         wst_wrap_stop_signals();
