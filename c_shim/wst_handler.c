@@ -775,7 +775,7 @@ static int wst_switch_protocols(wst_call *k)
 
     wst_log_tunnel_end(r, &stats);
     {
-        wst_msg_limits limits;      /* a limit that ended it: WST060-062 */
+        wst_msg_limits limits;      /* a limit that ended it: WST080-082 */
         wst_msg_limits_of(r, k->check.is_websocket, &limits);
         wst_log_limit_end(r, r->server, r->uri ? r->uri : "-", &limits,
                           &stats, (apr_uint64_t)apr_time_as_msec(duration));

@@ -218,7 +218,7 @@ void wst_tunnel_config_fill(request_rec *r, int websocket,
                             wst_tunnel_config *cfg);
 
 /* A tunnel ended by a limit: one line at info naming the limit and the
- * figure (WST060 size, WST061 rate, WST062 lifetime); nothing otherwise.
+ * figure (WST080 size, WST081 rate, WST082 lifetime); nothing otherwise.
  * With r (threaded): logged for r, who is r's path; without (the reactor's
  * thread): for s, who is "[client IP] /path". No pools. */
 void wst_log_limit_end(request_rec *r, server_rec *s, const char *who,

@@ -17,7 +17,7 @@
  * The Rust core does the work (wst_tunnel_config's max_* fields); this file
  * reads the directives, fills the wst_tunnel_config both tunnel paths use
  * (threaded: wst_io.c; handed to the reactor: wst_async.c), and says which
- * limit ended a tunnel (WST060-WST062, info).
+ * limit ended a tunnel (WST080-WST082, info).
  */
 #include "wst_shim.h"
 
@@ -165,14 +165,14 @@ void wst_log_limit_end(request_rec *r, server_rec *s, const char *who,
             other = "the client";
             size = st->largest_message_from_backend;
         }
-        apr_snprintf(text, sizeof(text), WSTNO(060) "%s: message of %"
+        apr_snprintf(text, sizeof(text), WSTNO(080) "%s: message of %"
                      APR_UINT64_T_FMT " bytes from %s over "
                      "ProxyWebsocketMaxMessageSize %" APR_UINT64_T_FMT
                      ": closed with 1009 to %s, 1001 to %s", who, size, side,
                      l->max_size, side, other);
         break;
     case WST_END_RATE_LIMITED:
-        apr_snprintf(text, sizeof(text), WSTNO(061) "%s: the client sent "
+        apr_snprintf(text, sizeof(text), WSTNO(081) "%s: the client sent "
                      "messages faster than ProxyWebsocketMaxMessageRate %d "
                      "(burst %d) (%" APR_UINT64_T_FMT " messages in %"
                      APR_UINT64_T_FMT " ms): closed with 1008 to the client, "
@@ -180,7 +180,7 @@ void wst_log_limit_end(request_rec *r, server_rec *s, const char *who,
                      (apr_uint64_t)st->messages_from_client, duration_ms);
         break;
     case WST_END_LIFETIME:
-        apr_snprintf(text, sizeof(text), WSTNO(062) "%s: tunnel open for %"
+        apr_snprintf(text, sizeof(text), WSTNO(082) "%s: tunnel open for %"
                      APR_UINT64_T_FMT " ms, ProxyWebsocketMaxLifetime %"
                      APR_INT64_T_FMT " ms: closed%s", who, duration_ms,
                      l->lifetime_ms,

@@ -11,7 +11,7 @@
 //! * `ProxyWebsocketMaxLifetime`: Close 1001 to both sides within the last tenth of the
 //!   lifetime, at spread moments for several tunnels.
 //! * The figures: `wstunnel-*-largest-message` and `wstunnel-*-rtt(-max)-ms` notes (threaded)
-//!   and the tunnel log's `%l %L %g %G %x %X` (both paths); the WST060-062 lines.
+//!   and the tunnel log's `%l %L %g %G %x %X` (both paths); the WST080-062 lines.
 //!
 //! The backend is a raw one of this file (`LimBackend`): it records every byte it receives
 //! after its 101, echoes data frames, answers Pings and Closes, and on `/big/<n>,<n>...`
@@ -352,7 +352,7 @@ macro_rules! both_paths {
 // ProxyWebsocketMaxMessageSize
 
 /// In a <Location>: 1000 bytes (exactly the limit) pass; 1001 from the client: Close 1009 to
-/// it, 1001 to the backend, which got no byte of that frame; the figures and WST060.
+/// it, 1001 to the backend, which got no byte of that frame; the figures and WST080.
 fn size_from_client(path: Path) {
     if !need::ours() {
         return;
@@ -391,7 +391,7 @@ fn size_from_client(path: Path) {
     wait_error_line(
         &h,
         &[
-            "WST060",
+            "WST080",
             "/ws/sizec",
             "1001 bytes from the client",
             "ProxyWebsocketMaxMessageSize 1000",
@@ -449,7 +449,7 @@ fn size_from_backend(path: Path) {
     wait_error_line(
         &h,
         &[
-            "WST060",
+            "WST080",
             "1025 bytes from the backend",
             "ProxyWebsocketMaxMessageSize 1024",
         ],
@@ -583,7 +583,7 @@ fn rate(path: Path) {
     wait_error_line(
         &h,
         &[
-            "WST061",
+            "WST081",
             "/ws/fast",
             "ProxyWebsocketMaxMessageRate 20",
             "burst 3",
@@ -649,7 +649,7 @@ fn lifetime(path: Path) {
     }
     wait_error_line(
         &h,
-        &["WST062", "/ws/life", "ProxyWebsocketMaxLifetime 2000 ms"],
+        &["WST082", "/ws/life", "ProxyWebsocketMaxLifetime 2000 ms"],
     );
 }
 both_paths!(lifetime);
@@ -699,7 +699,7 @@ fn lifetime_other_protocol(path: Path) {
     wait_error_line(
         &h,
         &[
-            "WST062",
+            "WST082",
             "/raw/x",
             "ProxyWebsocketMaxLifetime 1000 ms: closed",
         ],
