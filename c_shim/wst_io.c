@@ -557,6 +557,20 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
+    if (t->client.fd < 0 || t->backend.fd < 0) {
+        /* The MPM closed the connection under us (a hard stop closes the
+         * sockets of the connections its workers serve). */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(070)
+                      "tunnel not started: the %s connection is already "
+                      "closed", t->client.fd < 0 ? "client" : "backend");
+        stats->reason = t->client.fd < 0 ? WST_END_CLIENT_ERROR
+                                         : WST_END_BACKEND_ERROR;
+        c->aborted = 1;
+        if (client_fd) {
+            apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+        }
+        return;
+    }
     st = wst_tunnel_run(&t->client, &t->backend, &t->cfg, stats);
     /* The connection closes through httpd's own descriptor, as usual. */
     if (client_fd) {
