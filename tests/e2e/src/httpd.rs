@@ -1168,9 +1168,15 @@ mod tests {
     fn async_directive_follows_wst_async_and_the_builder() {
         let pki = Pki::generate();
         let conf = |f: &Flavor, b: HttpdBuilder| {
-            b.render(f, Path::new("/tmp/x"), &[("PORT".into(), 1)], "prefork", &pki)
-                .map_err(|(e, _)| e)
-                .unwrap()
+            b.render(
+                f,
+                Path::new("/tmp/x"),
+                &[("PORT".into(), 1)],
+                "prefork",
+                &pki,
+            )
+            .map_err(|(e, _)| e)
+            .unwrap()
         };
         let mut f = fake((2, 2, 15));
         assert!(!conf(&f, HttpdBuilder::default()).contains("ProxyWebsocketAsync"));
@@ -1182,7 +1188,10 @@ mod tests {
             "{c}"
         );
         let c = conf(&f, HttpdBuilder::default().async_tunnels(true));
-        assert!(c.contains("ProxyWebsocketAsync On\n") && !c.contains("Async Off"), "{c}");
+        assert!(
+            c.contains("ProxyWebsocketAsync On\n") && !c.contains("Async Off"),
+            "{c}"
+        );
         // The stock module does not know the directive.
         f.wst_is_stock = true;
         assert!(!conf(&f, HttpdBuilder::default()).contains("ProxyWebsocketAsync"));
