@@ -81,6 +81,13 @@ pub fn crashes(h: &Httpd) -> Vec<String> {
         .collect()
 }
 
+/// Stop httpd (SIGTERM); fails the test if SIGKILL was needed or a child crashed.
+pub fn stop_clean(h: &mut Httpd) {
+    let r = h.stop();
+    let bad = crashes(h);
+    assert!(!r.killed && bad.is_empty(), "unclean stop {r:?}: {bad:?}");
+}
+
 /// Wait (at most `timeout`) until the tunnel log holds `n` records; returns them.
 pub fn wait_records(h: &Httpd, n: usize, timeout: Duration) -> Vec<TunnelRecord> {
     crate::wait_for(timeout, || {
