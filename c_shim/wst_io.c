@@ -305,7 +305,7 @@ static int wst_passive_filter(const char *name)
            || WST_CASECMP(name, "log_input_output") == 0;
 }
 
-static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
+int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
 {
     ap_filter_t *f;
     int raw = 1;
@@ -435,6 +435,7 @@ static wst_stop wst_h2_should_stop(void *vt)
 
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
+                    const char *client_pending, apr_size_t client_pending_len,
                     int websocket, wst_tunnel_stats *stats)
 {
     APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_in =
@@ -499,6 +500,15 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     }
     memcpy(t->backend.buf, pending, pending_len);
     t->backend.buf_len = pending_len;
+    /* What the hand-over had read from the client (wst_async.c) */
+    if (client_pending_len > t->client.buf_cap) {
+        client_pending_len = t->client.buf_cap;   /* cannot happen: 64 KiB at most */
+    }
+    if (client_pending_len) {
+        memcpy(t->client.buf, client_pending, client_pending_len);
+        t->client.buf_len = client_pending_len;
+        t->cctx.filtered_in = client_pending_len;   /* mod_logio saw them */
+    }
 
     wst_drain_init(&t->drain, r, client_sock,
                    dconf->drain > 0 ? dconf->drain : 0);
