@@ -457,7 +457,7 @@ typedef struct wst_async_tunnel {
     void *end_ctx;
 } wst_async_tunnel;
 
-#define WST_ASYNC_PENDING_MAX (64 * 1024)
+#define WST_ASYNC_PENDING_MAX (256 * 1024)
 
 /* A reactor for this process (epoll and wake-up descriptors made here),
  * or NULL when it cannot be made (no memory or descriptors). */

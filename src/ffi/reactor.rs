@@ -16,6 +16,9 @@ use super::tunnel::{config_from_c, stats_to_c, stop_from_c};
 use crate::reactor::{Adoption, Finish, Reactor, Shared, BLOCK};
 use crate::tunnel::{Buffer, Stats};
 
+/// WST_ASYNC_PENDING_MAX.
+const PENDING_MAX: usize = super::contract::WST_ASYNC_PENDING_MAX as usize;
+
 /// The shim's end callback and its context.
 struct CFinish {
     end: unsafe extern "C" fn(*mut c_void, *const wst_tunnel_stats, u64),
@@ -97,13 +100,14 @@ unsafe fn pending(ptr: *const u8, len: usize) -> Option<Buffer<'static>> {
     if len == 0 {
         return Buffer::owned(&[], BLOCK);
     }
-    if ptr.is_null() || len > BLOCK {
+    if ptr.is_null() || len > PENDING_MAX {
         return None;
     }
     // SAFETY: the caller's guarantee: ptr is valid for len bytes during the
     // call; they are copied before it returns.
     let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-    Buffer::owned(bytes, BLOCK)
+    // More than a pool block: a block of its own, freed once written.
+    Buffer::owned(bytes, BLOCK.max(len))
 }
 
 /// See wstunnel_core.h.
@@ -132,7 +136,7 @@ pub unsafe extern "C" fn wst_reactor_adopt(
     if t.client_fd < 0 || t.backend_fd < 0 || t.client_fd == t.backend_fd || t.drain_ms < 0 {
         return wst_status::WST_ERR_ARG;
     }
-    if t.to_backend_len > BLOCK || t.to_client_len > BLOCK {
+    if t.to_backend_len > PENDING_MAX || t.to_client_len > PENDING_MAX {
         return wst_status::WST_ERR_ARG;
     }
     if !h.shared.accepting() {
@@ -373,6 +377,24 @@ mod tests {
             assert_eq!(got, b"bye");
             let (st, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
             assert_eq!(st.reason, wst_end_reason::WST_END_CLOSED);
+        }
+    }
+
+    #[test]
+    fn pending_bytes_larger_than_a_block() {
+        let run = Run::start();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut c, mut b, _rx) = run.adopt(cfg(false, 0), 0, &big);
+        let mut got = vec![0u8; big.len()];
+        b.read_exact(&mut got).unwrap();
+        assert!(got == big);
+        // Then the pool's blocks: more traffic both ways.
+        for i in 0..50u8 {
+            let m = vec![i; 70_000];
+            c.write_all(&m).unwrap();
+            let mut got = vec![0u8; m.len()];
+            b.read_exact(&mut got).unwrap();
+            assert!(got == m);
         }
     }
 

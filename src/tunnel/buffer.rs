@@ -139,10 +139,13 @@ impl<'a> Buffer<'a> {
         if self.len() != 0 {
             return;
         }
-        if let Store::Pooled(slot, _) = &mut self.store {
+        if let Store::Pooled(slot, size) = &mut self.store {
             if let Some(b) = slot.take() {
                 pool.give(b);
             }
+            // A block of its own (pending bytes larger than a pool block)
+            // is gone: from now on the pool's blocks are the size.
+            *size = pool.block_size();
             self.start = 0;
             self.end = 0;
         }
