@@ -106,7 +106,7 @@ fn relay_byte_exact(mpm: &str) {
     let mut h = builder(b.port()).mpm(mpm).start();
     let t = h.target();
 
-    // The upgrade and three frames (40 KiB: less than the 64 KiB a hand-over takes along) in
+    // The upgrade and three frames (40 KiB: less than the 256 KiB a hand-over takes along) in
     // one write; /push answers 101 and a frame in one write.
     let mut c = pipelined(&t, "/ws/push/pipelined", 40_000, mpm);
     wait_split(&t, (0, 1));
@@ -130,9 +130,9 @@ fn relay_byte_exact(mpm: &str) {
     close_1000(&mut c);
     assert_handed_over(&tunnel_record(&h, "/ws/push/pipelined", WAIT));
 
-    // 200 KiB pipelined: more than a hand-over takes along, so it may stay on its worker,
-    // with every byte.
-    let mut c = pipelined(&t, "/ws/push/pipelined-big", 200_000, mpm);
+    // 400 KB pipelined: more than a hand-over takes along (WST_ASYNC_PENDING_MAX, 256 KiB),
+    // so it may stay on its worker, with every byte.
+    let mut c = pipelined(&t, "/ws/push/pipelined-big", 400_000, mpm);
     close_1000(&mut c);
     tunnel_record(&h, "/ws/push/pipelined-big", WAIT);
 
@@ -155,7 +155,7 @@ fn flood_in_order(t: &Target, mpm: &str) {
 }
 
 /// A backend that streams from its 101 on (a feed that starts at once) sends more than the
-/// hand-over takes along (64 KiB) before it is over; the tunnel must still leave its worker,
+/// hand-over takes along (256 KiB) before it is over; the tunnel must still leave its worker,
 /// or such routes stay capped by MaxRequestWorkers.
 #[test]
 fn backend_streaming_from_its_101_is_handed_over() {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 use wst_e2e::client::{check_101, close, roundtrip, End};
 use wst_e2e::framebackend::{close_code, FrameBackend};
+use wst_e2e::handover::stop_clean;
 use wst_e2e::ws::{client_frame, Frame, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use wst_e2e::{Browser, Httpd, RawClient, Target, UpgradeRequest, WsClient, WstEcho};
 
@@ -58,14 +59,6 @@ fn wait_notes(h: &Httpd, path: &str) -> Vec<String> {
     })
     .unwrap_or_else(|| panic!("no notes line for {path}: {:?}", notes_lines(h)));
     line.split('|').map(str::to_string).collect()
-}
-
-/// Stop httpd (SIGTERM) and fail if a child crashed ("exit signal" in the error log).
-fn stop_clean(h: &mut Httpd) {
-    let r = h.stop();
-    let log = h.error_log();
-    let bad: Vec<&str> = log.lines().filter(|l| l.contains("exit signal")).collect();
-    assert!(bad.is_empty() && !r.killed, "unclean stop {r:?}: {bad:?}");
 }
 
 fn httpd_with(b_port: u16, extra: &str) -> Httpd {
