@@ -231,34 +231,52 @@ static int wst_dup_for_reactor(int fd)
     return d >= 0 ? (int)d : -1;
 }
 
-/* Read, without blocking, what a connection's input filters (and its
- * socket, right now) have, into buf. 1: all of it (the filters said EAGAIN
- * or the end); 0: buf filled up first, more may be held. */
+/* Take what a connection's input filters hold, without reading its socket:
+ * AP_MODE_EXHAUSTIVE makes httpd's core input filter hand over the buckets
+ * it had set aside and then its socket bucket, unread (2.2 and 2.4 alike);
+ * the data before the socket bucket is copied into buf. Whatever the peer
+ * sent since is still in the socket, where the reactor reads it: a backend
+ * that streams from its 101 on is handed over all the same. 1: all of it
+ * fit (0: more than cap, which the core filter never holds). The filters
+ * are empty afterwards (the core filter answers EOF): nothing may read
+ * through them again (a tunnel that stays here reads the socket itself,
+ * see wst_run_tunnel). */
 static int wst_drain_filters(conn_rec *c, apr_bucket_brigade *bb,
                              unsigned char *buf, apr_size_t cap,
                              apr_size_t *len)
 {
-    *len = 0;
-    for (;;) {
-        apr_size_t got = 0;
-        int eos = 0;
-        apr_status_t rv;
+    apr_bucket *e;
+    int fit = 1;
 
-        if (*len == cap) {
-            return 0;
-        }
-        rv = wst_read_flat(c, bb, APR_NONBLOCK_READ, (char *)buf + *len,
-                           cap - *len, &got, &eos);
-        if (rv != APR_SUCCESS) {
-            /* EAGAIN: nothing more; EOF or an error: the reactor's own
-             * read of the socket sees the same end. */
-            return 1;
-        }
-        *len += got;
-        if (eos || !got) {
-            return 1;
-        }
+    *len = 0;
+    if (ap_get_brigade(c->input_filters, bb, AP_MODE_EXHAUSTIVE,
+                       APR_NONBLOCK_READ, 0) != APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        return 1;       /* nothing set aside (EOF, an error): none to take */
     }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data = NULL;
+        apr_size_t n = 0;
+
+        if (APR_BUCKET_IS_EOS(e) || APR_BUCKET_IS_SOCKET(e)) {
+            break;
+        }
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        if (apr_bucket_read(e, &data, &n, APR_NONBLOCK_READ) != APR_SUCCESS) {
+            break;
+        }
+        if (n > cap - *len) {
+            fit = 0;
+            break;
+        }
+        memcpy(buf + *len, data, n);
+        *len += n;
+    }
+    apr_brigade_cleanup(bb);
+    return fit;
 }
 
 /* Why a tunnel stays on its worker although ProxyWebsocketAsync is on, for
@@ -474,8 +492,8 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                   0, r, WSTNO(034)
                   "tunnel kept on its worker thread after its buffered bytes "
                   "were read: %s", !(all_c && all_b)
-                  ? "the peers had sent 64 KiB already (the threaded tunnel "
-                    "starts with them)"
+                  ? "httpd's filters held more than 256 KiB (the threaded "
+                    "tunnel starts with them)"
                   : x == NULL ? "out of memory"
                   : "the reactor refused it (out of memory or stopping)");
     fed->to_backend = (char *)to_backend;

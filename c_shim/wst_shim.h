@@ -187,8 +187,9 @@ wst_stop wst_drain_should_stop(void *drain);
 int wst_is_raw(request_rec *r, conn_rec *c, const char *name);
 
 /* Run the tunnel between the client and the backend connection; `pending`
- * holds bytes the backend sent after its 101, `client_pending` bytes the
- * client sent that were already read from its filters (each at most 64 KiB);
+ * holds bytes the backend sent after its 101, `client_pending` (non-NULL
+ * after a hand-over that fell back: both connections' filters are then
+ * empty) bytes the client sent that were already read from its filters;
  * `websocket`: the tunnel carries RFC 6455 frames. Returns the stats. */
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
