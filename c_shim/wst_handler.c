@@ -411,8 +411,9 @@ static int wst_classify(wst_call *k)
     }
 }
 
-/* Step 2: may this client open a tunnel now? ProxyWebsocketAllowOrigin and
- * ProxyWebsocketMaxTunnels, before the backend is contacted. */
+/* Step 2: may this client open a tunnel now? ProxyWebsocketAllowOrigin,
+ * ProxyWebsocketMaxTunnels and ProxyWebsocketMaxClientTunnels, before the
+ * backend is contacted. */
 static int wst_admit(wst_call *k)
 {
     request_rec *r = k->r;
@@ -438,6 +439,11 @@ static int wst_admit(wst_call *k)
          * member in error. */
         r->status = HTTP_SERVICE_UNAVAILABLE;
         ap_send_error_response(r, 0);
+        return DONE;
+    }
+    /* ProxyWebsocketMaxClientTunnels: 429 (sent) when this client's
+     * address has its tunnels; else its count is held with r->pool. */
+    if (wst_ctun_admit(r) != OK) {
         return DONE;
     }
     return WST_NEXT;
