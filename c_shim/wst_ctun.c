@@ -801,6 +801,18 @@ int wst_ctun_admit(request_rec *r)
     return OK;
 }
 
+void wst_ctun_done(request_rec *r)
+{
+    void *data = NULL;
+    wst_ctun_ticket *t;
+
+    apr_pool_userdata_get(&data, WST_CT_POOL_KEY, r->pool);
+    t = data;
+    if (t && t->held) {
+        apr_pool_cleanup_run(r->pool, t, ct_request_done);
+    }
+}
+
 void wst_ctun_to_async(request_rec *r, wst_ctun_ticket *out)
 {
     void *data = NULL;

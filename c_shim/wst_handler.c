@@ -784,6 +784,7 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
             status = wst_switch_protocols(k);
             break;
         case WST_RESP_OTHER:
+            wst_ctun_done(r);
             status = wst_relay_response(r, k->backend->connection, k->bb,
                                         k->resp, k->buf, k->len, k->cap);
             break;
@@ -799,5 +800,6 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         k->backend->close = 1;
         ap_proxy_release_connection(k->scheme_name, k->backend, r->server);
     }
+    wst_ctun_done(r);      /* a handed-over tunnel took its count along */
     return status;
 }

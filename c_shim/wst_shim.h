@@ -145,6 +145,10 @@ void wst_ctun_register_hooks(void);
  * the client's count taken (given back with r->pool), or DONE with 429 and
  * Retry-After sent. */
 int wst_ctun_admit(request_rec *r);
+/* No tunnel (any answer but a 101), or a threaded tunnel that ended: give
+ * the count back now, before the answer reaches the client, rather than
+ * when r->pool goes (after the response and the access log). */
+void wst_ctun_done(request_rec *r);
 /* The tunnel leaves its worker: the count moves from r->pool into *t. */
 void wst_ctun_to_async(request_rec *r, wst_ctun_ticket *t);
 /* The reactor refused it: back to r->pool. */
