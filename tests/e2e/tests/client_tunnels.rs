@@ -144,6 +144,14 @@ fn assert_wst060(h: &Httpd, addr: &str, count: u32, cap: u32) {
     );
 }
 
+fn need_24(what: &str) -> bool {
+    let ok = Httpd::flavor().is_24();
+    if !ok {
+        eprintln!("SKIP: {what} needs httpd 2.4");
+    }
+    ok
+}
+
 const CAP_2: &str = "ProxyWebsocketMaxClientTunnels 2\nProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/\n";
 
 /// The cap on one path: `threaded` adds `ProxyWebsocketAsync Off`.
@@ -430,7 +438,7 @@ fn counts_come_back_after_kill9_worker_threaded() {
 /// one counted, not the connection's.
 #[test]
 fn remoteip_address_is_counted() {
-    if !need::ours() || !Httpd::flavor().is_24() || !need::module("remoteip") {
+    if !need::ours() || !need_24("mod_remoteip") || !need::module("remoteip") {
         return;
     }
     let b = WstEcho::start();
@@ -500,7 +508,7 @@ fn virtual_host_setting() {
 /// The optional store (2.4): mod_socache_shmcb.
 #[test]
 fn shmcb_store() {
-    if !need::ours() || !Httpd::flavor().is_24() || !need::module("socache_shmcb") {
+    if !need::ours() || !need_24("ap_socache") || !need::module("socache_shmcb") {
         return;
     }
     let b = WstEcho::start();
@@ -530,4 +538,58 @@ fn shmcb_store() {
         close(ws);
     }
     close(&mut other);
+}
+
+/// Start an httpd with `snippet`; Err(the failure text) if it does not start.
+fn start_result(snippet: &str) -> Result<Httpd, String> {
+    let snippet = snippet.to_string();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Httpd::builder().config(&snippet).start()
+    }))
+    .map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+/// Contexts and syntax: server config and virtual host only (not `<Location>`/`<Proxy>`), a
+/// number, the store only in the main server (and only on 2.4, with its provider loaded).
+#[test]
+fn directive_syntax_and_contexts() {
+    if !need::ours() {
+        return;
+    }
+    let name = "ProxyWebsocketMaxClientTunnels";
+    let mut bad = vec![
+        "<Location /x>\n    ProxyWebsocketMaxClientTunnels 3\n</Location>\n",
+        "<Proxy \"ws://127.0.0.1:1/\">\n    ProxyWebsocketMaxClientTunnels 3\n</Proxy>\n",
+        "ProxyWebsocketMaxClientTunnels many\n",
+        "ProxyWebsocketMaxClientTunnels -1\n",
+        "<VirtualHost 127.0.0.1:{PORT}>\n    ProxyWebsocketMaxClientTunnels 3 shmcb:{DIR}/x(65536)\n</VirtualHost>\n",
+        "ProxyWebsocketMaxClientTunnels 3 nosuchprovider:x\n",
+    ];
+    if Httpd::flavor().is_24() && Httpd::flavor().has_module("socache_shmcb") {
+        bad.push("LoadModule socache_shmcb_module {SHMCB}\nProxyWebsocketMaxClientTunnels 3 shmcb:{DIR}/x(65536) 5\n");
+    }
+    let shmcb = Httpd::flavor()
+        .module_file("socache_shmcb")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    for snippet in bad {
+        let snippet = snippet.replace("{SHMCB}", &shmcb);
+        match start_result(&snippet) {
+            Ok(_h) => panic!("httpd accepted:\n{snippet}"),
+            Err(msg) => assert!(
+                msg.contains(name) && msg.contains("Syntax error"),
+                "{snippet}: the failure does not name {name}:\n{msg}"
+            ),
+        }
+    }
+    let good = "ProxyWebsocketMaxClientTunnels 0\n<VirtualHost 127.0.0.1:{PORT}>\n    \
+                ProxyWebsocketMaxClientTunnels 4\n</VirtualHost>\n";
+    if let Err(msg) = start_result(good) {
+        panic!("valid configuration refused:\n{msg}");
+    }
 }
