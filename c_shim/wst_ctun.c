@@ -511,13 +511,22 @@ static int ct_store_adjust(const char *addr, int delta, apr_uint32_t max,
     return result;
 }
 
-/* The store, once per httpd process tree (the process pool), so that a
- * graceful restart keeps its counts; a new spec makes a new one. */
-static int ct_store_init(server_rec *s)
+static apr_status_t ct_store_destroy(void *data)
 {
-    apr_pool_t *ppool = s->process->pool;
-    void *data = NULL;
-    const char *key, *sep, *name, *arg, *err;
+    wst_ct_store *st = data;
+
+    st->provider->destroy(st->instance, ct_main_server);
+    return APR_SUCCESS;
+}
+
+/* The store, made anew by each generation in pconf (as mod_ssl makes its
+ * session cache): httpd reloads the provider's module at a restart, so
+ * nothing of an older generation's provider may be kept. memcache and redis
+ * keep their counts across a restart (they live in the servers); shmcb
+ * starts over with each generation. */
+static int ct_store_init(apr_pool_t *pconf, server_rec *s)
+{
+    const char *sep, *name, *arg, *err;
     wst_ct_store *st;
     apr_status_t rv;
     struct ap_socache_hints hints;
@@ -526,16 +535,10 @@ static int ct_store_init(server_rec *s)
     if (!store_spec) {
         return OK;
     }
-    key = apr_pstrcat(ppool, "wstunnel-client-store:", store_spec, NULL);
-    apr_pool_userdata_get(&data, key, ppool);
-    if (data) {
-        store = data;
-        return OK;
-    }
-    st = apr_pcalloc(ppool, sizeof(*st));
-    st->spec = apr_pstrdup(ppool, store_spec);
+    st = apr_pcalloc(pconf, sizeof(*st));
+    st->spec = store_spec;
     sep = ap_strchr_c(st->spec, ':');
-    name = sep ? apr_pstrmemdup(ppool, st->spec, (apr_size_t)(sep - st->spec))
+    name = sep ? apr_pstrmemdup(pconf, st->spec, (apr_size_t)(sep - st->spec))
                : st->spec;
     arg = sep ? sep + 1 : NULL;
     st->provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
@@ -546,7 +549,7 @@ static int ct_store_init(server_rec *s)
                      "'%s'", name);
         return DONE;
     }
-    err = st->provider->create(&st->instance, arg, ppool, ppool);
+    err = st->provider->create(&st->instance, arg, pconf, pconf);
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSTNO(064)
                      "ProxyWebsocketMaxClientTunnels: store %s: %s",
@@ -557,7 +560,7 @@ static int ct_store_init(server_rec *s)
     hints.avg_id_len = 24;
     hints.avg_obj_size = 4;
     hints.expiry_interval = 30;
-    rv = st->provider->init(st->instance, "wstunnel-ct", &hints, s, ppool);
+    rv = st->provider->init(st->instance, "wstunnel-ct", &hints, s, pconf);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, WSTNO(064)
                      "ProxyWebsocketMaxClientTunnels: store %s could not be "
@@ -567,14 +570,17 @@ static int ct_store_init(server_rec *s)
     /* Every read-modify-write of a count under one lock of this server
      * (socache has no atomic increment), whatever the provider's flags. */
     rv = ap_global_mutex_create(&st->mutex, &st->mutex_file, WST_CT_MUTEX_TYPE,
-                                NULL, s, ppool, 0);
+                                NULL, s, pconf, 0);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, WSTNO(064)
                      "ProxyWebsocketMaxClientTunnels: no mutex for the "
                      "store %s", st->spec);
         return DONE;
     }
-    apr_pool_userdata_set(st, key, apr_pool_cleanup_null, ppool);
+    if (st->provider->destroy) {
+        apr_pool_cleanup_register(pconf, st, ct_store_destroy,
+                                  apr_pool_cleanup_null);
+    }
     store = st;
     return OK;
 }
@@ -606,7 +612,6 @@ static int ct_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_shm_t *shm = NULL;
     apr_status_t rv;
 
-    (void)pconf;
     (void)plog;
     (void)ptemp;
     ct_main_server = s;
@@ -616,7 +621,7 @@ static int ct_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
 #if WST_HAVE_SOCACHE
     if (store_spec) {
-        return ct_store_init(s);
+        return ct_store_init(pconf, s);
     }
     store = NULL;
 #endif

@@ -537,7 +537,18 @@ fn shmcb_store() {
     for ws in open.iter_mut() {
         close(ws);
     }
+    drop(open);
     close(&mut other);
+    // A graceful restart makes the store anew (the provider's module is reloaded): the new
+    // generation counts and caps as before.
+    graceful(&h);
+    let mut open: Vec<Ws> = (0..2)
+        .map(|i| open_when_allowed(LOCAL, &t, &format!("/ws/r{i}")).0)
+        .collect();
+    assert_429(LOCAL, &t, "/ws/r-third");
+    for ws in open.iter_mut() {
+        close(ws);
+    }
 }
 
 /// Start an httpd with `snippet`; Err(the failure text) if it does not start.
