@@ -328,9 +328,8 @@ static apr_uint32_t ct_reap(void)
         }
         apr_atomic_cas32(&rec->pid, 0, pid);
     }
-    if (given) {
-        apr_atomic_set32(&table->reaped, apr_atomic_read32(&table->reaped)
-                                         + given);
+    for (i = 0; i < given; i++) {
+        apr_atomic_inc32(&table->reaped);
     }
     return given;
 }
