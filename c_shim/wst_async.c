@@ -14,7 +14,9 @@
  * needs (server, client address, path, the tunnel log record) is copied into
  * one malloc'd block at the hand-over, and the end callback (on the
  * reactor's thread) logs, writes the tunnel log record, gives back the
- * ProxyWebsocketMaxTunnels slot and the balancer's busy count, and frees it.
+ * ProxyWebsocketMaxTunnels slot, the ProxyWebsocketMaxClientTunnels count
+ * (a copy of the client's address travels in the context) and the
+ * balancer's busy count, and frees it.
  *
  * When the child goes away, a pre-cleanup of the child pool tells the reactor
  * how (graceful: each tunnel's ProxyWebsocketDrain window starts, tunnels
@@ -76,6 +78,7 @@ typedef struct wst_async_ctx {
     int drain_ms;
     int idle_ms;
     apr_size_t *busy;            /* the balancer member's busy count, or NULL */
+    wst_ctun_ticket ctun;        /* ProxyWebsocketMaxClientTunnels' count */
 } wst_async_ctx;
 
 /* ---- the balancer's busy count (mod_proxy_balancer decrements it after
@@ -172,6 +175,7 @@ static void wst_async_end(void *end_ctx, const wst_tunnel_stats *stats,
         apr_atomic_dec32(&open_without_drain);
     }
     wst_tunnel_release(1);
+    wst_ctun_release(&x->ctun);
     free(x);
 }
 
@@ -207,6 +211,7 @@ static wst_async_ctx *wst_async_ctx_make(request_rec *r, const char *record,
     x->drain_ms = drain_ms;
     x->idle_ms = idle_ms;
     x->busy = busy;
+    memset(&x->ctun, 0, sizeof(x->ctun));
     return x;
 }
 
@@ -438,6 +443,7 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
 
         /* Counted as handed over before the reactor may end it. */
         wst_tunnel_to_async(r);
+        wst_ctun_to_async(r, &x->ctun);
         if (busy) {
             wst_busy_inc(busy);
         }
@@ -461,6 +467,7 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                 wst_busy_dec(busy);
             }
             wst_tunnel_from_async(r);
+            wst_ctun_from_async(r, &x->ctun);
             free(x);
         }
     }
