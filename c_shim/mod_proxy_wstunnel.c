@@ -46,6 +46,7 @@ static void wst_register_hooks(apr_pool_t *p)
     ap_hook_post_config(wst_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wst_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     wst_limits_register_hooks();
+    wst_ctun_register_hooks();
     wst_async_register_hooks();
     proxy_hook_scheme_handler(wst_handler, NULL, succ, APR_HOOK_FIRST);
     proxy_hook_canon_handler(wst_canon, NULL, succ, APR_HOOK_FIRST);

@@ -14,7 +14,9 @@
  * needs (server, client address, path, the tunnel log record) is copied into
  * one malloc'd block at the hand-over, and the end callback (on the
  * reactor's thread) logs, writes the tunnel log record, gives back the
- * ProxyWebsocketMaxTunnels slot and the balancer's busy count, and frees it.
+ * ProxyWebsocketMaxTunnels slot, the ProxyWebsocketMaxClientTunnels count
+ * (a copy of the client's address travels in the context) and the
+ * balancer's busy count, and frees it.
  *
  * When the child goes away, a pre-cleanup of the child pool tells the reactor
  * how (graceful: each tunnel's ProxyWebsocketDrain window starts, tunnels
@@ -79,6 +81,7 @@ typedef struct wst_async_ctx {
     int idle_ms;
     apr_size_t *busy;            /* the balancer member's busy count, or NULL */
     wst_msg_limits limits;       /* for the line when a limit ends it */
+    wst_ctun_ticket ctun;        /* ProxyWebsocketMaxClientTunnels' count */
 } wst_async_ctx;
 
 /* ---- the balancer's busy count (mod_proxy_balancer decrements it after
@@ -177,6 +180,7 @@ static void wst_async_end(void *end_ctx, const wst_tunnel_stats *stats,
         apr_atomic_dec32(&open_without_drain);
     }
     wst_tunnel_release(1);
+    wst_ctun_release(&x->ctun);
     free(x);
 }
 
@@ -212,6 +216,7 @@ static wst_async_ctx *wst_async_ctx_make(request_rec *r, const char *record,
     x->drain_ms = drain_ms;
     x->idle_ms = idle_ms;
     x->busy = busy;
+    memset(&x->ctun, 0, sizeof(x->ctun));
     return x;
 }
 
@@ -236,34 +241,52 @@ static int wst_dup_for_reactor(int fd)
     return d >= 0 ? (int)d : -1;
 }
 
-/* Read, without blocking, what a connection's input filters (and its
- * socket, right now) have, into buf. 1: all of it (the filters said EAGAIN
- * or the end); 0: buf filled up first, more may be held. */
+/* Take what a connection's input filters hold, without reading its socket:
+ * AP_MODE_EXHAUSTIVE makes httpd's core input filter hand over the buckets
+ * it had set aside and then its socket bucket, unread (2.2 and 2.4 alike);
+ * the data before the socket bucket is copied into buf. Whatever the peer
+ * sent since is still in the socket, where the reactor reads it: a backend
+ * that streams from its 101 on is handed over all the same. 1: all of it
+ * fit (0: more than cap, which the core filter never holds). The filters
+ * are empty afterwards (the core filter answers EOF): nothing may read
+ * through them again (a tunnel that stays here reads the socket itself,
+ * see wst_run_tunnel). */
 static int wst_drain_filters(conn_rec *c, apr_bucket_brigade *bb,
                              unsigned char *buf, apr_size_t cap,
                              apr_size_t *len)
 {
-    *len = 0;
-    for (;;) {
-        apr_size_t got = 0;
-        int eos = 0;
-        apr_status_t rv;
+    apr_bucket *e;
+    int fit = 1;
 
-        if (*len == cap) {
-            return 0;
-        }
-        rv = wst_read_flat(c, bb, APR_NONBLOCK_READ, (char *)buf + *len,
-                           cap - *len, &got, &eos);
-        if (rv != APR_SUCCESS) {
-            /* EAGAIN: nothing more; EOF or an error: the reactor's own
-             * read of the socket sees the same end. */
-            return 1;
-        }
-        *len += got;
-        if (eos || !got) {
-            return 1;
-        }
+    *len = 0;
+    if (ap_get_brigade(c->input_filters, bb, AP_MODE_EXHAUSTIVE,
+                       APR_NONBLOCK_READ, 0) != APR_SUCCESS) {
+        apr_brigade_cleanup(bb);
+        return 1;       /* nothing set aside (EOF, an error): none to take */
     }
+    for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+         e = APR_BUCKET_NEXT(e)) {
+        const char *data = NULL;
+        apr_size_t n = 0;
+
+        if (APR_BUCKET_IS_EOS(e) || APR_BUCKET_IS_SOCKET(e)) {
+            break;
+        }
+        if (APR_BUCKET_IS_METADATA(e)) {
+            continue;
+        }
+        if (apr_bucket_read(e, &data, &n, APR_NONBLOCK_READ) != APR_SUCCESS) {
+            break;
+        }
+        if (n > cap - *len) {
+            fit = 0;
+            break;
+        }
+        memcpy(buf + *len, data, n);
+        *len += n;
+    }
+    apr_brigade_cleanup(bb);
+    return fit;
 }
 
 /* Why a tunnel stays on its worker although ProxyWebsocketAsync is on, for
@@ -422,6 +445,7 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
 
         /* Counted as handed over before the reactor may end it. */
         wst_tunnel_to_async(r);
+        wst_ctun_to_async(r, &x->ctun);
         if (busy) {
             wst_busy_inc(busy);
         }
@@ -445,6 +469,7 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                 wst_busy_dec(busy);
             }
             wst_tunnel_from_async(r);
+            wst_ctun_from_async(r, &x->ctun);
             free(x);
         }
     }
@@ -476,8 +501,8 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
                   0, r, WSTNO(034)
                   "tunnel kept on its worker thread after its buffered bytes "
                   "were read: %s", !(all_c && all_b)
-                  ? "the peers had sent 64 KiB already (the threaded tunnel "
-                    "starts with them)"
+                  ? "httpd's filters held more than 256 KiB (the threaded "
+                    "tunnel starts with them)"
                   : x == NULL ? "out of memory"
                   : "the reactor refused it (out of memory or stopping)");
     fed->to_backend = (char *)to_backend;

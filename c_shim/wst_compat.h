@@ -52,6 +52,10 @@
 /* ap_cstr_casecmp(), ap_cstr_casecmpn(): 2.4.21. */
 #define WST_HAVE_CSTR_CASECMP AP_MODULE_MAGIC_AT_LEAST(20120211, 61)
 
+/* ap_socache (a store for ProxyWebsocketMaxClientTunnels) and the global
+ * mutexes of util_mutex.h: 2.3 and later. */
+#define WST_HAVE_SOCACHE WST_HTTPD_24
+
 #if WST_HAVE_CONN_SOCKET
 #define WST_CONN_SOCKET(c) ap_get_conn_socket(c)
 #else
@@ -104,6 +108,7 @@
 #pragma GCC poison ap_log_cserror ap_log_data ap_state_query
 #pragma GCC poison ap_mpm_register_timed_callback ap_log_error_ ap_log_rerror_
 #pragma GCC poison ap_hook_child_stopping
+#pragma GCC poison ap_mutex_register ap_global_mutex_create
 #if defined(ap_piped_log_write_fd) && WST_HAVE_PIPED_LOG_FN == 0
 #undef ap_piped_log_write_fd   /* 2.2's macro: WST_PIPED_LOG_FILE reads the field */
 #endif

@@ -81,6 +81,9 @@ void *wst_create_srv_conf(apr_pool_t *p, server_rec *s)
     wst_srv_conf *conf = apr_pcalloc(p, sizeof(*conf));
     (void)s;
     conf->tlog_fd = -1;
+    /* -- ProxyWebsocketMaxClientTunnels -- */
+    conf->ctun_max = -1;
+    /* -- end ProxyWebsocketMaxClientTunnels -- */
     return conf;
 }
 
@@ -94,6 +97,9 @@ void *wst_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     conf->tlog_spec = add->tlog_spec ? add->tlog_spec : base->tlog_spec;
     conf->tlog_format = add->tlog_spec ? add->tlog_format : base->tlog_format;
     conf->tlog_fd = -1;
+    /* -- ProxyWebsocketMaxClientTunnels: a vhost's own, else the main's -- */
+    conf->ctun_max = add->ctun_max != -1 ? add->ctun_max : base->ctun_max;
+    /* -- end ProxyWebsocketMaxClientTunnels -- */
     return conf;
 }
 
@@ -337,5 +343,14 @@ const command_rec wst_cmds[] = {
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "accepted for compatibility with httpd trunk; no effect"),
+    /* -- ProxyWebsocketMaxClientTunnels (wst_ctun.c) -- */
+    AP_INIT_TAKE123("ProxyWebsocketMaxClientTunnels",
+                    wst_set_max_client_tunnels, NULL, RSRC_CONF,
+                    "open tunnels per client address, counted across all "
+                    "children (0 = none); above it upgrades get 429. "
+                    "Optional (httpd 2.4, main server): an ap_socache store "
+                    "such as memcache:host:port shared by several servers, "
+                    "and its entries' expiry in seconds"),
+    /* -- end ProxyWebsocketMaxClientTunnels -- */
     {NULL}
 };

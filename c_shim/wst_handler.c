@@ -445,8 +445,9 @@ static int wst_classify(wst_call *k)
     }
 }
 
-/* Step 2: may this client open a tunnel now? ProxyWebsocketAllowOrigin and
- * ProxyWebsocketMaxTunnels, before the backend is contacted. */
+/* Step 2: may this client open a tunnel now? ProxyWebsocketAllowOrigin,
+ * ProxyWebsocketMaxTunnels and ProxyWebsocketMaxClientTunnels, before the
+ * backend is contacted. */
 static int wst_admit(wst_call *k)
 {
     request_rec *r = k->r;
@@ -472,6 +473,11 @@ static int wst_admit(wst_call *k)
          * member in error. */
         r->status = HTTP_SERVICE_UNAVAILABLE;
         ap_send_error_response(r, 0);
+        return DONE;
+    }
+    /* ProxyWebsocketMaxClientTunnels: 429 (sent) when this client's
+     * address has its tunnels; else its count is held with r->pool. */
+    if (wst_ctun_admit(r) != OK) {
         return DONE;
     }
     return WST_NEXT;
@@ -818,6 +824,7 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
             status = wst_switch_protocols(k);
             break;
         case WST_RESP_OTHER:
+            wst_ctun_done(r);
             status = wst_relay_response(r, k->backend->connection, k->bb,
                                         k->resp, k->buf, k->len, k->cap);
             break;
@@ -833,5 +840,6 @@ int wst_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
         k->backend->close = 1;
         ap_proxy_release_connection(k->scheme_name, k->backend, r->server);
     }
+    wst_ctun_done(r);      /* a handed-over tunnel took its count along */
     return status;
 }

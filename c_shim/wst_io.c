@@ -186,6 +186,13 @@ static const wst_endpoint_ops wst_filter_ops = {
     ep_read, ep_write, ep_shutdown_write
 };
 
+/* A raw endpoint whose input filters a hand-over already emptied (AP_MODE_
+ * EXHAUSTIVE, wst_async.c): the core reads its socket from the start, never
+ * through the filters (the core filter would answer EOF). */
+static const wst_endpoint_ops wst_drained_ops = {
+    NULL, ep_write, ep_shutdown_write
+};
+
 #if WST_HAVE_POLLFD_FROM_CONN
 /* The HTTP/2 stream's callbacks (writes are ep_write's: mod_http2's output
  * filter puts the bytes into the stream's output beam, blocking while it is
@@ -515,6 +522,16 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
     memcpy(t->backend.buf, pending, pending_len);
     t->backend.buf_len = pending_len;
     /* What the hand-over had read from the client (wst_async.c) */
+    if (client_pending) {
+        /* A hand-over that fell back: both connections' filters are empty
+         * (what they held is in pending and client_pending). */
+        if (t->client.raw) {
+            t->client.ops = &wst_drained_ops;
+        }
+        if (t->backend.raw) {
+            t->backend.ops = &wst_drained_ops;
+        }
+    }
     if (client_pending_len) {
         memcpy(t->client.buf, client_pending, client_pending_len);
         t->client.buf_len = client_pending_len;
@@ -551,6 +568,20 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
+    if (t->client.fd < 0 || t->backend.fd < 0) {
+        /* The MPM closed the connection under us (a hard stop closes the
+         * sockets of the connections its workers serve). */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(070)
+                      "tunnel not started: the %s connection is already "
+                      "closed", t->client.fd < 0 ? "client" : "backend");
+        stats->reason = t->client.fd < 0 ? WST_END_CLIENT_ERROR
+                                         : WST_END_BACKEND_ERROR;
+        c->aborted = 1;
+        if (client_fd) {
+            apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+        }
+        return;
+    }
     st = wst_tunnel_run(&t->client, &t->backend, &t->cfg, stats);
     /* The connection closes through httpd's own descriptor, as usual. */
     if (client_fd) {

@@ -22,6 +22,9 @@
  *   wst_tunnel_limits.c   a tunnel's settings (wst_tunnel_config) from its
  *                         configuration, for both paths; the message size,
  *                         message rate and lifetime limits
+ *   wst_ctun.c            ProxyWebsocketMaxClientTunnels: open tunnels per
+ *                         client address (shared memory, or an ap_socache
+ *                         provider on 2.4)
  */
 #ifndef WST_SHIM_H
 #define WST_SHIM_H
@@ -83,6 +86,9 @@ typedef struct wst_srv_conf {
     const char *tlog_spec;           /* ProxyWebsocketTunnelLog: file or |pipe; NULL unset */
     const char *tlog_format;         /* its format (NULL: the default) */
     int tlog_fd;                     /* opened at post_config; -1 none */
+    /* -- ProxyWebsocketMaxClientTunnels (wst_ctun.c) -- */
+    int ctun_max;                    /* -1 unset, 0 no cap */
+    /* -- end ProxyWebsocketMaxClientTunnels -- */
 } wst_srv_conf;
 
 void *wst_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -125,6 +131,39 @@ void wst_tunnel_from_async(request_rec *r);
 /* Give a tunnel's slot back (async: a handed-over one). Atomics only: the
  * reactor's thread calls it. */
 void wst_tunnel_release(int async);
+
+/* ---- wst_ctun.c: ProxyWebsocketMaxClientTunnels ---- */
+
+/* A tunnel's count for its client address, as it travels: in r->pool (a
+ * cleanup gives it back), or copied into a handed-over tunnel's context. */
+typedef struct wst_ctun_ticket {
+    int held;                  /* 1: a count is held and not given back */
+    int store;                 /* 0: the shared-memory table, 1: socache */
+    apr_uint32_t slot;         /* table: bucket * 16 + way */
+    int rec;                   /* table: its record for crash recovery, or -1 */
+    unsigned char key[16];     /* the address as 16 bytes */
+    char addr[48];             /* the address as text (log, socache key) */
+} wst_ctun_ticket;
+
+const char *wst_set_max_client_tunnels(cmd_parms *cmd, void *dconf,
+                                       const char *arg, const char *cache,
+                                       const char *ttl);
+void wst_ctun_register_hooks(void);
+/* Before the backend is contacted (after ProxyWebsocketMaxTunnels): OK and
+ * the client's count taken (given back with r->pool), or DONE with 429 and
+ * Retry-After sent. */
+int wst_ctun_admit(request_rec *r);
+/* No tunnel (any answer but a 101), or a threaded tunnel that ended: give
+ * the count back now, before the answer reaches the client, rather than
+ * when r->pool goes (after the response and the access log). */
+void wst_ctun_done(request_rec *r);
+/* The tunnel leaves its worker: the count moves from r->pool into *t. */
+void wst_ctun_to_async(request_rec *r, wst_ctun_ticket *t);
+/* The reactor refused it: back to r->pool. */
+void wst_ctun_from_async(request_rec *r, wst_ctun_ticket *t);
+/* Give the count back (once). Thread-safe, touches no request or its pools:
+ * the reactor's end callback calls it. */
+void wst_ctun_release(wst_ctun_ticket *t);
 
 /* ---- wst_route.c ---- */
 
@@ -233,8 +272,9 @@ void wst_log_limit_end(request_rec *r, server_rec *s, const char *who,
 int wst_is_raw(request_rec *r, conn_rec *c, const char *name);
 
 /* Run the tunnel between the client and the backend connection; `pending`
- * holds bytes the backend sent after its 101, `client_pending` bytes the
- * client sent that were already read from its filters (each at most 64 KiB);
+ * holds bytes the backend sent after its 101, `client_pending` (non-NULL
+ * after a hand-over that fell back: both connections' filters are then
+ * empty) bytes the client sent that were already read from its filters;
  * `websocket`: the tunnel carries RFC 6455 frames. Returns the stats. */
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,

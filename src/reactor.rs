@@ -130,7 +130,10 @@ impl Shared {
             wake_read: r,
             wake_write: w,
             tunnels: AtomicUsize::new(0),
-            running: AtomicBool::new(false),
+            // Taking tunnels from the start: they wait in the pipe until
+            // the thread runs (a child's first requests may come before
+            // its reactor thread got going).
+            running: AtomicBool::new(true),
             quitting: AtomicBool::new(false),
             stop: AtomicU8::new(StopMode::Running as u8),
         })
@@ -167,7 +170,8 @@ impl Shared {
         self.tunnels.load(Ordering::SeqCst)
     }
 
-    /// The reactor runs and does not quit.
+    /// The reactor takes tunnels: made, not told to quit, its loop not
+    /// ended.
     pub fn accepting(&self) -> bool {
         self.running.load(Ordering::SeqCst) && !self.quitting.load(Ordering::SeqCst)
     }

@@ -469,7 +469,8 @@ wst_reactor *wst_reactor_create(void);
 void wst_reactor_run(wst_reactor *r);
 
 /* 1 when a tunnel whose highest descriptor is `highest_fd` may be handed
- * over now: the reactor runs and is not quitting, and the descriptors stay
+ * over now: the reactor was made, has not been told to quit (tunnels handed
+ * over before its thread runs wait for it), and the descriptors stay
  * clear of the process's limit (the last eighth, at least 64, is left to
  * httpd for accepting connections and to pipes). 0: keep it on its thread. */
 int wst_reactor_can_take(const wst_reactor *r, int highest_fd);

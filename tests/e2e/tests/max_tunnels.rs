@@ -22,7 +22,13 @@ fn max_tunnels_under(mpm: &str) {
         return;
     }
     let b = WstEcho::start();
-    let h = Httpd::builder()
+    // Under prefork the tunnels keep their worker (ProxyWebsocketAsync Off), so that each holds
+    // its own process; handed over, one process may hold them all.
+    let mut builder = Httpd::builder();
+    if mpm == "prefork" {
+        builder = builder.async_tunnels(false);
+    }
+    let h = builder
         .mpm(mpm)
         .var("BACKEND_PORT", b.port())
         .config(&several_children(5, 4))
