@@ -417,8 +417,22 @@ fn size_from_backend(path: Path) {
         return;
     }
     let b = LimBackend::start();
-    let h = httpd(path, b.port(), "ProxyWebsocketMaxMessageSize 1K\n");
+    let h = httpd(
+        path,
+        b.port(),
+        "ProxyWebsocketMaxMessageSize 1K\n\
+         <Location /ws/off/>\n    ProxyWebsocketMaxMessageSize 0\n</Location>\n",
+    );
     let t = h.target();
+    // A <Location> that says 0 turns the server's limit off there
+    let mut c = tunnel(&t, "/ws/off/big/5000");
+    let f = next_frame(&mut c);
+    assert_eq!((f.opcode, f.payload.len()), (OP_BINARY, 5000), "limit off");
+    echo(&mut c, OP_BINARY, &wst_e2e::binary_payload(4000, 9));
+    c.send(&client_frame(OP_CLOSE, &1000u16.to_be_bytes()))
+        .expect("close");
+    assert_eq!(close_code(&next_frame(&mut c).payload), Some(1000));
+
     let mut c = tunnel(&t, "/ws/big/1024,1025");
     let f = next_frame(&mut c);
     assert_eq!(
