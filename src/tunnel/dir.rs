@@ -266,10 +266,23 @@ impl<'a> Dir<'a> {
                     cut = Some((pos.saturating_sub(usize::from(h.header_len)), EndReason::MessageTooBig));
                 }
             }
-            if let (Some(e), Some(b), None) = (f.end, self.bucket.as_mut(), cut) {
-                let counts = if e.header.opcode.is_control() { !e.own_pong } else { e.message_end };
-                if counts && !b.take(self.now) {
-                    // After this frame: it went by, nothing after it will.
+            // The rate: a message counts at its first frame's header, a Ping
+            // or Close at its header (the stream is then cut in front of it,
+            // held whole, like an oversized one); a Pong at its end, once it
+            // is known not to answer the module's own Ping (then it went by:
+            // the cut comes after it).
+            if let (Some(b), None) = (self.bucket.as_mut(), cut) {
+                if let Some(h) = f.header {
+                    let starts = matches!(
+                        h.opcode,
+                        frames::Opcode::Text | frames::Opcode::Binary | frames::Opcode::Ping | frames::Opcode::Close
+                    );
+                    if starts && !b.take(self.now) {
+                        cut = Some((pos.saturating_sub(usize::from(h.header_len)), EndReason::RateLimited));
+                    }
+                }
+                let pong = f.end.is_some_and(|e| e.header.opcode == frames::Opcode::Pong && !e.own_pong);
+                if pong && cut.is_none() && !b.take(self.now) {
                     cut = Some((pos, EndReason::RateLimited));
                 }
             }

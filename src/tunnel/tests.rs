@@ -1879,6 +1879,22 @@ mod ws {
     }
 
     #[test]
+    fn limit_ends_wait_for_the_answering_closes() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_message_size = Some(10);
+        let (mut cp, bp, t) = ws_tunnel(tcp_pair, true, cfg, (8192, 8192));
+        let big = cp.frame(0x82, &[1; 11]);
+        cp.send(&big);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::MessageTooBig);
+        // Both peers answered with the code they were sent (the test peers
+        // echo the Close's payload).
+        assert_eq!(s.ws.close_code_from_client, Some(1009));
+        assert_eq!(s.ws.close_code_from_backend, Some(1001));
+        drop((cp.log(), bp.log()));
+    }
+
+    #[test]
     fn message_too_big_from_the_backend() {
         let mut cfg = ws_config(0, 0, true);
         cfg.max_message_size = Some(100);
@@ -1936,10 +1952,12 @@ mod ws {
         let (cl, bl) = (cp.log(), bp.log());
         assert_eq!(closes(&cl), vec![1008]);
         assert_eq!(closes(&bl), vec![1001]);
-        // The burst (5) passed, maybe one more from the refill, no more.
+        // The burst (5) passed, maybe one more from the refill, no more:
+        // the first message over the rate is cut in front of its header.
         let got = bl.frames.iter().filter(|(f, _)| f.op == 1).count();
         assert!((5..=6).contains(&got), "{got}");
         assert_eq!(bl.without(|f| f.op == 8), sent[..got].concat());
+        assert_eq!(s.ws.messages_from_client, got as u64);
     }
 
     #[test]

@@ -314,7 +314,9 @@ impl Tunnel<'_, '_> {
         };
         let code = if why == EndReason::RateLimited { CLOSE_POLICY } else { CLOSE_TOO_BIG };
         let fresh = self.ending.is_none();
-        self.start_ending(why, now, cfg.close_wait_ms, false);
+        // Waiting for the peers' answering Closes (bounded by the close
+        // wait): a clean close handshake, and their codes in the figures.
+        self.start_ending(why, now, cfg.close_wait_ms, true);
         if fresh {
             // Back to the sender: the opposite direction.
             let back = if c.is_some() { self.b2c.ws.as_mut() } else { self.c2b.ws.as_mut() };
