@@ -35,7 +35,7 @@ use crate::tunnel::{BufPool, Buffer, Config, EndReason, Stats, Stop, Tunnel, Tur
 pub const BLOCK: usize = 64 * 1024;
 
 /// Idle blocks the reactor keeps for reuse.
-const KEEP_BLOCKS: usize = 32;
+const KEEP_BLOCKS: usize = 8;
 
 /// The tunnels never ask should_stop on their own: the reactor pokes them
 /// when the stop mode changes or a drain moment comes.

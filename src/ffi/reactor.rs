@@ -106,8 +106,9 @@ unsafe fn pending(ptr: *const u8, len: usize) -> Option<Buffer<'static>> {
     // SAFETY: the caller's guarantee: ptr is valid for len bytes during the
     // call; they are copied before it returns.
     let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-    // More than a pool block: a block of its own, freed once written.
-    Buffer::owned(bytes, BLOCK.max(len))
+    // A block of exactly these bytes (made on the worker's thread: no more
+    // than needed), freed once they are written; pool blocks after that.
+    Buffer::owned(bytes, BLOCK)
 }
 
 /// See wstunnel_core.h.

@@ -114,13 +114,26 @@ impl<'a> Buffer<'a> {
         Some(b)
     }
 
-    /// A buffer of `size` bytes for the pooled kind (taking pool blocks
-    /// later), holding a copy of `pending` in a block of its own made here
-    /// (on any thread: no pool is needed); None when `pending` does not fit
-    /// or no memory can be had.
+    /// A pooled buffer (taking `size`-byte pool blocks later) that starts
+    /// with a copy of `pending` in a block of exactly that length, made here
+    /// (on any thread: no pool is needed; nothing more is allocated than the
+    /// bytes); None when no memory can be had.
     pub fn owned(pending: &[u8], size: usize) -> Option<Buffer<'static>> {
-        let mut pool = BufPool::new(size, 0);
-        Buffer::pooled(pending, &mut pool)
+        let mut b = Buffer {
+            store: Store::Pooled(None, size.max(1)),
+            start: 0,
+            end: 0,
+            touched: false,
+        };
+        if !pending.is_empty() {
+            let mut v = Vec::new();
+            v.try_reserve_exact(pending.len()).ok()?;
+            v.extend_from_slice(pending);
+            b.store = Store::Pooled(Some(v.into_boxed_slice()), size.max(1));
+            b.end = pending.len();
+            b.touched = true;
+        }
+        Some(b)
     }
 
     /// Pooled: make sure a block is there (false: no memory). Lent: true.
@@ -175,11 +188,13 @@ impl<'a> Buffer<'a> {
         }
     }
 
-    /// Its size (a pooled buffer's even while it has no block).
+    /// Its size: its block's, or a pooled buffer's blocks' while it has
+    /// none.
     pub(super) fn capacity(&self) -> usize {
         match &self.store {
             Store::Lent(d) => d.len(),
-            Store::Pooled(_, size) => *size,
+            Store::Pooled(Some(b), _) => b.len(),
+            Store::Pooled(None, size) => *size,
         }
     }
 
