@@ -243,27 +243,31 @@ static int wst_dup_for_reactor(int fd)
 
 /* Take what a connection's input filters hold, without reading its socket:
  * AP_MODE_EXHAUSTIVE makes httpd's core input filter hand over the buckets
- * it had set aside and then its socket bucket, unread (2.2 and 2.4 alike);
- * the data before the socket bucket is copied into buf. Whatever the peer
- * sent since is still in the socket, where the reactor reads it: a backend
- * that streams from its 101 on is handed over all the same. 1: all of it
- * fit (0: more than cap, which the core filter never holds). The filters
- * are empty afterwards (the core filter answers EOF): nothing may read
- * through them again (a tunnel that stays here reads the socket itself,
- * see wst_run_tunnel). */
-static int wst_drain_filters(conn_rec *c, apr_bucket_brigade *bb,
-                             unsigned char *buf, apr_size_t cap,
-                             apr_size_t *len)
+ * it had set aside and then its socket bucket, unread (2.2 and 2.4 alike).
+ * The data before the socket bucket, after `prefix` (prefix_len bytes), goes
+ * into *out: request pool memory of exactly that length (NULL when there is
+ * none). Whatever the peer sent since is still in the socket, where the
+ * reactor reads it: a backend that streams from its 101 on is handed over
+ * all the same. 1: all of it, at most WST_ASYNC_PENDING_MAX bytes (more is
+ * never set aside by the core filter). The filters are empty afterwards (the
+ * core filter answers EOF): nothing may read through them again (a tunnel
+ * that stays here reads the socket itself, see wst_run_tunnel). */
+static int wst_drain_filters(request_rec *r, conn_rec *c,
+                             const char *prefix, apr_size_t prefix_len,
+                             unsigned char **out, apr_size_t *len)
 {
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
     apr_bucket *e;
+    apr_size_t total = prefix_len;
     int fit = 1;
 
+    *out = NULL;
     *len = 0;
     if (ap_get_brigade(c->input_filters, bb, AP_MODE_EXHAUSTIVE,
                        APR_NONBLOCK_READ, 0) != APR_SUCCESS) {
-        apr_brigade_cleanup(bb);
-        return 1;       /* nothing set aside (EOF, an error): none to take */
+        apr_brigade_cleanup(bb);      /* nothing set aside (EOF, an error) */
     }
+    /* The data buckets in front of the socket bucket: how much. */
     for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
          e = APR_BUCKET_NEXT(e)) {
         const char *data = NULL;
@@ -272,18 +276,39 @@ static int wst_drain_filters(conn_rec *c, apr_bucket_brigade *bb,
         if (APR_BUCKET_IS_EOS(e) || APR_BUCKET_IS_SOCKET(e)) {
             break;
         }
-        if (APR_BUCKET_IS_METADATA(e)) {
+        if (APR_BUCKET_IS_METADATA(e)
+                || apr_bucket_read(e, &data, &n, APR_NONBLOCK_READ)
+                   != APR_SUCCESS) {
             continue;
         }
-        if (apr_bucket_read(e, &data, &n, APR_NONBLOCK_READ) != APR_SUCCESS) {
-            break;
+        total += n;
+    }
+    if (total > WST_ASYNC_PENDING_MAX) {
+        fit = 0;
+    }
+    else if (total) {
+        unsigned char *p = apr_palloc(r->pool, total);
+
+        memcpy(p, prefix, prefix_len);
+        *len = prefix_len;
+        for (e = APR_BRIGADE_FIRST(bb); e != APR_BRIGADE_SENTINEL(bb);
+             e = APR_BUCKET_NEXT(e)) {
+            const char *data = NULL;
+            apr_size_t n = 0;
+
+            if (APR_BUCKET_IS_EOS(e) || APR_BUCKET_IS_SOCKET(e)) {
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(e)
+                    || apr_bucket_read(e, &data, &n, APR_NONBLOCK_READ)
+                       != APR_SUCCESS
+                    || n > total - *len) {
+                continue;
+            }
+            memcpy(p + *len, data, n);
+            *len += n;
         }
-        if (n > cap - *len) {
-            fit = 0;
-            break;
-        }
-        memcpy(buf + *len, data, n);
-        *len += n;
+        *out = p;
     }
     apr_brigade_cleanup(bb);
     return fit;
@@ -306,8 +331,7 @@ static void wst_async_notice(request_rec *r, const char *why)
 
 void wst_fed_free(wst_fed *fed)
 {
-    free(fed->to_backend);
-    free(fed->to_client);
+    /* Request pool memory (wst_drain_filters): nothing to free. */
     memset(fed, 0, sizeof(*fed));
 }
 
@@ -325,7 +349,6 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
     unsigned char *to_backend = NULL, *to_client = NULL;
     apr_size_t tb_len = 0, tc_len = 0;
     int all_c, all_b;
-    apr_bucket_brigade *bb;
     wst_async_tunnel t;
     wst_async_ctx *x = NULL;
     apr_size_t *busy = NULL;
@@ -385,24 +408,9 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
 
     /* From here on bytes are taken from httpd's filters: they reach their
      * peer whether the reactor takes the tunnel or not. */
-    to_backend = malloc(WST_ASYNC_PENDING_MAX);
-    to_client = malloc(WST_ASYNC_PENDING_MAX);
-    if (!to_backend || !to_client) {
-        free(to_backend);
-        free(to_client);
-        close(cdup);
-        close(bdup);
-        return WST_KEPT;
-    }
-    memcpy(to_client, pending, pending_len);
-    bb = apr_brigade_create(r->pool, c->bucket_alloc);
-    all_c = wst_drain_filters(c, bb, to_backend, WST_ASYNC_PENDING_MAX,
-                              &tb_len);
-    apr_brigade_cleanup(bb);
-    bb = apr_brigade_create(r->pool, backconn->bucket_alloc);
-    all_b = wst_drain_filters(backconn, bb, to_client + pending_len,
-                              WST_ASYNC_PENDING_MAX - pending_len, &tc_len);
-    tc_len += pending_len;
+    all_c = wst_drain_filters(r, c, NULL, 0, &to_backend, &tb_len);
+    all_b = wst_drain_filters(r, backconn, pending, pending_len, &to_client,
+                              &tc_len);
 
     st = WST_ERR_SPACE;
     if (all_c && all_b) {
@@ -474,8 +482,6 @@ wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
         }
     }
     if (st == WST_OK) {
-        free(to_backend);
-        free(to_client);
         /* httpd only close()s its own descriptors now: no FIN, no lingering
          * read, no keep-alive; mod_proxy drops the backend connection. */
         c->keepalive = AP_CONN_CLOSE;

@@ -766,8 +766,10 @@ static int wst_switch_protocols(wst_call *k)
     record = wst_tlog_begin(r, "threaded");
     started = apr_time_now();
     if (handed == WST_KEPT_FED) {
+        /* Non-NULL client bytes (maybe none) tell wst_run_tunnel that
+         * both connections' filters were emptied. */
         wst_run_tunnel(r, k->backend, fed.to_client, fed.to_client_len,
-                       fed.to_backend, fed.to_backend_len,
+                       fed.to_backend ? fed.to_backend : "", fed.to_backend_len,
                        k->check.is_websocket, &stats);
         wst_fed_free(&fed);
     }

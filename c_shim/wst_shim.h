@@ -326,7 +326,7 @@ typedef enum wst_handed {
     WST_HANDED = 1,    /* the reactor has it: the handler returns DONE */
     WST_KEPT_FED = 2   /* not handed over after the filters were drained:
                         * run it here, starting with the bytes in the
-                        * wst_fed (malloc'd; wst_fed_free) */
+                        * wst_fed (request pool memory) */
 } wst_handed;
 
 /* Bytes read from httpd's filters and not relayed yet. */
