@@ -3,8 +3,10 @@
 //! No httpd header is ever seen here: the C shim (c_shim/) speaks to httpd
 //! and APR, and calls this core through the contract in
 //! c_shim/include/wstunnel_core.h. The core is `no_std` so that the module
-//! binds no glibc symbol newer than the 2.12 of CentOS 6, and it never
-//! allocates: every buffer belongs to the caller.
+//! binds no glibc symbol newer than the 2.12 of CentOS 6. Only the reactor
+//! ([`reactor`]: the tunnels that left their httpd worker) allocates, with
+//! glibc's malloc ([`sys::Malloc`]); everywhere else every buffer belongs to
+//! the caller.
 //!
 //! Dependencies run one way, down: ffi → {handshake, policy, tunnel →
 //! frames} → sys.
@@ -24,11 +26,14 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
+extern crate alloc;
+
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod frames;
 pub mod handshake;
 pub mod policy;
+pub mod reactor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tunnel;

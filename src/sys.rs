@@ -7,7 +7,11 @@
 //! Only functions that glibc 2.12 already exports under their old symbol
 //! versions are used: `poll`, `read`, `send`, `write`, `shutdown`,
 //! `getsockopt`, `syscall`, `__errno_location`, `splice` (GLIBC_2.5),
-//! `pipe2` (GLIBC_2.9), `close` and `getrlimit`. The monotonic clock is
+//! `pipe2` (GLIBC_2.9), `close`, `getrlimit`, `epoll_create1` (GLIBC_2.9),
+//! `epoll_ctl` and `epoll_wait` (GLIBC_2.3.2), `malloc`, `realloc`,
+//! `posix_memalign` and `free`. The signal mask is set with
+//! `syscall(SYS_rt_sigprocmask)`: glibc 2.32+ versions `pthread_sigmask`
+//! GLIBC_2.32. The monotonic clock is
 //! read with `syscall(SYS_clock_gettime)`, not `clock_gettime()`, because
 //! glibc before 2.17 keeps that function in librt and newer ones version it
 //! GLIBC_2.17; `fcntl` is a `syscall(SYS_fcntl)` too, because i386 glibc
@@ -52,6 +56,11 @@ pub const EPIPE: Errno = libc::EPIPE;
 pub const EINVAL: Errno = libc::EINVAL;
 /// See [`EAGAIN`].
 pub const ENOSYS: Errno = libc::ENOSYS;
+/// See [`EAGAIN`].
+pub const ENOMEM: Errno = libc::ENOMEM;
+
+/// The non-blocking flag of [`get_flags`] / [`set_flags`].
+pub const O_NONBLOCK: c_int = libc::O_NONBLOCK;
 
 /// One entry of a `poll()` set: `fd < 0` entries are ignored by the kernel
 /// (and report nothing, not even POLLHUP).
@@ -283,6 +292,13 @@ pub struct Pipe {
 }
 
 impl Pipe {
+    /// Its two descriptors (read end, write end), now the caller's to close.
+    pub fn into_raw(self) -> (Fd, Fd) {
+        let ends = (self.read_end, self.write_end);
+        core::mem::forget(self);
+        ends
+    }
+
     /// The end to read (or splice) from.
     pub fn read_end(&self) -> Fd {
         self.read_end
@@ -486,6 +502,201 @@ pub fn set_linger_zero(fd: Fd) -> Result<(), Errno> {
         Err(errno())
     }
 }
+
+/// Close a descriptor (errors are of no use to the caller: the descriptor
+/// is gone either way on Linux).
+pub fn close(fd: Fd) {
+    if fd >= 0 {
+        // SAFETY: close() takes no pointer; the caller owns fd.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+/// `shutdown(fd, SHUT_RDWR)`: ends the connection for every descriptor of
+/// the socket (a copy leaked into a forked child cannot hold it open).
+pub fn shutdown_both(fd: Fd) {
+    // SAFETY: shutdown() takes no pointer.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Block every signal on the calling thread (the reactor's: httpd's
+/// handlers run on its own threads). `rt_sigprocmask` directly: see the
+/// module documentation.
+pub fn block_all_signals() -> Result<(), Errno> {
+    let all: [u64; 1] = [u64::MAX];
+    // SAFETY: the set is 8 readable bytes (the kernel's sigset size on
+    // x86_64 and i386, passed as the last argument); no old set is asked
+    // for (NULL).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as c_long,
+            all.as_ptr(),
+            core::ptr::null_mut::<c_void>(),
+            8 as c_long,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// epoll interest and event bits.
+pub const EPOLLIN: u32 = libc::EPOLLIN as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLOUT: u32 = libc::EPOLLOUT as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLERR: u32 = libc::EPOLLERR as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLHUP: u32 = libc::EPOLLHUP as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLRDHUP: u32 = libc::EPOLLRDHUP as u32;
+/// See [`EPOLLIN`].
+pub const EPOLLET: u32 = libc::EPOLLET as u32;
+
+/// An epoll instance (close-on-exec), closed on drop.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: Fd,
+}
+
+/// One event as [`Epoll::wait`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpollEvent {
+    /// The bits that happened.
+    pub events: u32,
+    /// What was registered with the descriptor.
+    pub token: u64,
+}
+
+/// Most events one [`Epoll::wait`] reports.
+pub const EPOLL_BATCH: usize = 256;
+
+impl Epoll {
+    /// `epoll_create1(EPOLL_CLOEXEC)`.
+    pub fn new() -> Result<Epoll, Errno> {
+        // SAFETY: epoll_create1 takes no pointer.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            Err(errno())
+        } else {
+            Ok(Epoll { fd })
+        }
+    }
+
+    fn ctl(&self, op: c_int, fd: Fd, events: u32, token: u64) -> Result<(), Errno> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: ev is a valid epoll_event for the call to read (EPOLL_CTL_DEL
+        // ignores it; kernels before 2.6.9 wanted it non-NULL anyway).
+        let r = unsafe { libc::epoll_ctl(self.fd, op, fd, &mut ev) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(errno())
+        }
+    }
+
+    /// Watch `fd` for `events`, reported with `token`.
+    pub fn add(&self, fd: Fd, events: u32, token: u64) -> Result<(), Errno> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Stop watching `fd`.
+    pub fn delete(&self, fd: Fd) -> Result<(), Errno> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Wait up to `timeout_ms` (-1: no limit) for events, into `out`;
+    /// how many came (0 on EINTR).
+    pub fn wait(&self, out: &mut [EpollEvent], timeout_ms: c_int) -> Result<usize, Errno> {
+        let mut raw = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_BATCH];
+        let max = out.len().min(EPOLL_BATCH);
+        // SAFETY: raw has room for max (<= EPOLL_BATCH) events, which is what
+        // the kernel may write.
+        let r = unsafe { libc::epoll_wait(self.fd, raw.as_mut_ptr(), max as c_int, timeout_ms) };
+        let Ok(n) = usize::try_from(r) else {
+            let e = errno();
+            return if e == EINTR { Ok(0) } else { Err(e) };
+        };
+        for (o, e) in out.iter_mut().zip(raw.iter()).take(n) {
+            // Copies out of the (packed on x86_64) kernel struct.
+            let (events, token) = (e.events, e.u64);
+            *o = EpollEvent { events, token };
+        }
+        Ok(n.min(max))
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        close(self.fd);
+    }
+}
+
+/// glibc's allocator as Rust's: the reactor's tunnels and buffers. Blocks
+/// aligned beyond what malloc guarantees (8 bytes on i386 glibc 2.12, 16 on
+/// x86_64) come from posix_memalign.
+#[cfg(not(test))]
+pub struct Malloc;
+
+#[cfg(not(test))]
+const MALLOC_ALIGN: usize = 2 * core::mem::size_of::<usize>();
+
+// SAFETY: malloc/realloc/posix_memalign return blocks of at least the size
+// asked for, aligned as asked for (malloc's own alignment covers alignments
+// up to MALLOC_ALIGN), or NULL; free() takes any of them back.
+#[cfg(not(test))]
+unsafe impl core::alloc::GlobalAlloc for Malloc {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            // SAFETY: malloc has no precondition.
+            return unsafe { libc::malloc(layout.size()) }.cast();
+        }
+        let mut p: *mut c_void = core::ptr::null_mut();
+        // SAFETY: p is a valid place for the result; the alignment is a
+        // power of two larger than a pointer (Layout's guarantee, checked
+        // above).
+        let r = unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size()) };
+        if r == 0 {
+            p.cast()
+        } else {
+            core::ptr::null_mut()
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: core::alloc::Layout) {
+        // SAFETY: ptr came from alloc/realloc above (GlobalAlloc's contract).
+        unsafe { libc::free(ptr.cast()) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new_size: usize) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            // SAFETY: ptr came from malloc (alloc above, this alignment).
+            return unsafe { libc::realloc(ptr.cast(), new_size) }.cast();
+        }
+        // SAFETY: the caller's layout and new_size follow GlobalAlloc's
+        // contract; new_layout is valid because the old one was.
+        unsafe {
+            let new_layout = core::alloc::Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: Malloc = Malloc;
 
 /// Test helper: a new non-blocking timerfd, a descriptor splice(2)
 /// refuses (EINVAL) on current kernels.

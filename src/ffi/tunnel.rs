@@ -208,7 +208,7 @@ fn buffer_args(ep: &wst_endpoint) -> Option<(usize, usize, usize)> {
     Some((addr, ep.buf_cap, ep.buf_len))
 }
 
-fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
+pub(super) fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
     wst_tunnel_stats {
         bytes_from_client: s.bytes_from_client,
         bytes_from_backend: s.bytes_from_backend,
@@ -243,7 +243,7 @@ fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
 
 /// What should_stop answered; a value outside the enum is taken as
 /// WST_STOP_NOW.
-fn stop_from_c(v: wst_stop) -> Stop {
+pub(super) fn stop_from_c(v: wst_stop) -> Stop {
     match v {
         wst_stop::WST_STOP_NO => Stop::No,
         wst_stop::WST_STOP_GOING_AWAY => Stop::GoingAway,
@@ -299,6 +299,16 @@ unsafe fn state_slot<'s, 'a>(mem: *mut c_void, len: usize) -> Option<&'s mut Opt
     unsafe {
         p.write(None);
         Some(&mut *p)
+    }
+}
+
+/// The tunnel settings of a `wst_tunnel_config`.
+pub(super) fn config_from_c(conf: &wst_tunnel_config) -> Config {
+    let config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
+    if conf.websocket != 0 {
+        config.with_websocket(conf.ping_interval_ms, conf.idle_close_frame != 0, conf.random_seed)
+    } else {
+        config
     }
 }
 
@@ -388,14 +398,7 @@ pub unsafe extern "C" fn wst_tunnel_run(
         return wst_status::WST_ERR_ARG;
     };
 
-    let mut config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
-    if conf.websocket != 0 {
-        config = config.with_websocket(
-            conf.ping_interval_ms,
-            conf.idle_close_frame != 0,
-            conf.random_seed,
-        );
-    }
+    let config = config_from_c(conf);
     let stop_fn = conf.should_stop;
     let stop_ctx = conf.stop_ctx;
     let should_stop = || match stop_fn {

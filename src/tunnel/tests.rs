@@ -2,6 +2,8 @@
 //! socket pairs (Unix or TCP), and the test drives the far ends.
 
 use super::*;
+use super::splice::BULK_PIPE_CAP;
+use crate::sys;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
