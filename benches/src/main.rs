@@ -439,7 +439,7 @@ fn run(o: &Opts) -> Result<(), String> {
             // Warm up (code pages, allocators' first blocks: one-time costs,
             // not per tunnel), close, then measure with none open.
             let mut warm = Vec::new();
-            let _ = rt.block_on(load::open_idle(&dest, 100, 50, &mut warm));
+            let _ = rt.block_on(load::open_idle(&dest, env_usize("BENCH_MEM_WARM", 100), 50, &mut warm));
             drop(warm);
             std::thread::sleep(Duration::from_millis(1000));
             let rss0 = settle_rss(&s);
