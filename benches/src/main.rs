@@ -189,7 +189,7 @@ fn plan(o: &Opts) -> Plan {
             climb_event: env_usize("BENCH_CLIMB_EVENT", 20_000),
             climb_prefork: env_usize("BENCH_CLIMB_PREFORK", 10_000),
             climb_step: 1000,
-            climb_hold: Duration::from_secs(5),
+            climb_hold: Duration::from_secs(env_usize("BENCH_CLIMB_HOLD", 5) as u64),
             climb_deadline: Duration::from_secs(150),
         }
     }
