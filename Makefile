@@ -4,7 +4,8 @@
 #   make install       install it with apxs
 #   make test          everything CI runs (README: Building and testing): unit tests, static
 #                      checks, e2e on 2.4 and i686, fuzz, soak, memcheck, packages, browsers
-#   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs)
+#   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs);
+#                      WST_ASYNC=off: on the threaded path (ProxyWebsocketAsync Off everywhere)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
 #   make bench         ours (async and threaded) vs stock, nginx, HAProxy, direct, and the tunnel climb
 #                      under event and prefork (~13 min; BENCH_QUICK=1: ~4 min; benches/README.md)
@@ -92,7 +93,8 @@ unit:
 	$(CARGO) test --lib
 
 e2e: $(SO)
-	cd tests/e2e && WST_MODULE=$(CURDIR)/$(SO) HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) test --release --no-fail-fast -- --test-threads=2
+	cd tests/e2e && WST_MODULE=$(CURDIR)/$(SO) HTTPD=$(HTTPD) APXS=$(APXS) WST_ASYNC=$(WST_ASYNC) \
+	    $(CARGO) test --release --no-fail-fast -- --test-threads=2
 
 test: $(SO)
 	SO=$(SO) APXS=$(APXS) HTTPD=$(HTTPD) CARGO=$(CARGO) scripts/run-tests.sh

@@ -41,6 +41,10 @@ if [ "${1:-}" = --verify ]; then
     [ $fail = 0 ] && ok "--verify: the $(names "$list22" | wc -l) names of api-httpd22.txt are declared and exported in $root"
     f0=$fail
     for n in $(names "$newer"); do
+        # 2.2's own macro of that name (its header reads the structure; the
+        # shim reads the field there itself): a 2.2 build never calls it.
+        awk -v n="$n" '$1 == n' "$newer" | grep -q 'a macro on 2.2' \
+            && grep -q "define[[:space:]]*$n(" $hdrs 2>/dev/null && continue
         if grep -lw "$n" $hdrs >/dev/null 2>&1; then bad "--verify: $n (api-newer.txt) is in $(grep -lw "$n" $hdrs | head -1)"; fi
     done
     [ $fail = "$f0" ] && ok "--verify: none of the $(names "$newer" | wc -l) names of api-newer.txt is in $root's or APR's headers"

@@ -24,14 +24,16 @@ static int wst_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     (void)plog;
     (void)ptemp;
     wst_proxy_http_loaded = ap_find_linked_module("mod_proxy_http.c") != NULL;
+    if (wst_tlog_post_config(pconf, s) != OK) {
+        return DONE;
+    }
     return wst_limits_post_config(pconf, s);
 }
 
 static void wst_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    (void)pchild;
-    (void)s;
     wst_limits_child_init();
+    wst_async_child_init(pchild, s);
 }
 
 static void wst_register_hooks(apr_pool_t *p)
@@ -44,6 +46,7 @@ static void wst_register_hooks(apr_pool_t *p)
     ap_hook_post_config(wst_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wst_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     wst_limits_register_hooks();
+    wst_async_register_hooks();
     proxy_hook_scheme_handler(wst_handler, NULL, succ, APR_HOOK_FIRST);
     proxy_hook_canon_handler(wst_canon, NULL, succ, APR_HOOK_FIRST);
 #if WST_HAVE_CHECK_TRANS
@@ -62,8 +65,8 @@ module AP_MODULE_DECLARE_DATA proxy_wstunnel_module = {
     STANDARD20_MODULE_STUFF,
     wst_create_dir_conf,   /* per-directory config */
     wst_merge_dir_conf,    /* merge per-directory config */
-    NULL,                  /* per-server config */
-    NULL,                  /* merge per-server config */
+    wst_create_srv_conf,   /* per-server config */
+    wst_merge_srv_conf,    /* merge per-server config */
     wst_cmds,              /* directives */
     wst_register_hooks     /* hooks */
 };

@@ -36,6 +36,19 @@
 #define WST_CONN_CREATE_NOTES_HOSTNAME WST_HTTPD_24
 /* ap_get_conn_socket(): 2.3.13; 2.2 keeps the socket in core's conn_config. */
 #define WST_HAVE_CONN_SOCKET AP_MODULE_MAGIC_AT_LEAST(20110605, 2)
+/* conn_rec->data_in_output_filters (output held back by the core): 2.3. */
+#define WST_HAVE_DATA_IN_OUTPUT_FILTERS WST_HTTPD_24
+/* The child_stopping(pchild, graceful) hook: 2.4.49 (MMN 20120211.110). */
+#define WST_HAVE_CHILD_STOPPING AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+/* A piped log's write end: a function on 2.4 (piped_log is opaque there),
+ * the structure's field on 2.2 (whose header has a macro for it, undefined
+ * and poisoned below so the one spelling stays 2.4's). */
+#define WST_HAVE_PIPED_LOG_FN WST_HTTPD_24
+#if WST_HAVE_PIPED_LOG_FN
+#define WST_PIPED_LOG_FILE(pl) ap_piped_log_write_fd(pl)
+#else
+#define WST_PIPED_LOG_FILE(pl) ((pl)->fds[1])
+#endif
 /* ap_cstr_casecmp(), ap_cstr_casecmpn(): 2.4.21. */
 #define WST_HAVE_CSTR_CASECMP AP_MODULE_MAGIC_AT_LEAST(20120211, 61)
 
@@ -90,6 +103,11 @@
 #pragma GCC poison ap_proxy_port_of_scheme proxy_hook_check_trans
 #pragma GCC poison ap_log_cserror ap_log_data ap_state_query
 #pragma GCC poison ap_mpm_register_timed_callback ap_log_error_ ap_log_rerror_
+#pragma GCC poison ap_hook_child_stopping
+#if defined(ap_piped_log_write_fd) && WST_HAVE_PIPED_LOG_FN == 0
+#undef ap_piped_log_write_fd   /* 2.2's macro: WST_PIPED_LOG_FILE reads the field */
+#endif
+#pragma GCC poison ap_piped_log_write_fd
 #endif
 
 #endif /* WST_COMPAT_H */

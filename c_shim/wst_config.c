@@ -15,6 +15,10 @@
  *   ProxyWebsocketDrain <time>                 spread Close 1001 on graceful.
  *   ProxyWebsocketAsyncDelay <time>            httpd trunk's name; accepted
  *       so configurations written for trunk load, and ignored.
+ *   ProxyWebsocketAsync On|Off                 plain-socket tunnels leave
+ *       their worker for the child's reactor (default On; wst_async.c).
+ *   ProxyWebsocketTunnelLog <file|"|cmd"> [fmt] one record per tunnel at its
+ *       end (server, virtual host; wst_tlog.c).
  */
 #include "wst_shim.h"
 
@@ -29,6 +33,7 @@ void *wst_create_dir_conf(apr_pool_t *p, char *dir)
     conf->upgrade_http = -1;
     conf->ping = -1;
     conf->drain = -1;
+    conf->async = -1;
     return conf;
 }
 
@@ -48,6 +53,28 @@ void *wst_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                                              : base->allow_origins;
     conf->ping = add->ping != -1 ? add->ping : base->ping;
     conf->drain = add->drain != -1 ? add->drain : base->drain;
+    conf->async = add->async != -1 ? add->async : base->async;
+    return conf;
+}
+
+void *wst_create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    wst_srv_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)s;
+    conf->tlog_fd = -1;
+    return conf;
+}
+
+/* A virtual host without its own ProxyWebsocketTunnelLog writes to the main
+ * server's (wst_tlog_post_config opens each file or pipe once). */
+void *wst_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    wst_srv_conf *base = basev, *add = addv;
+    wst_srv_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->tlog_spec = add->tlog_spec ? add->tlog_spec : base->tlog_spec;
+    conf->tlog_format = add->tlog_spec ? add->tlog_format : base->tlog_format;
+    conf->tlog_fd = -1;
     return conf;
 }
 
@@ -179,6 +206,33 @@ static const char *set_drain(cmd_parms *cmd, void *dconf, const char *arg)
     return set_time(cmd, arg, &conf->drain);
 }
 
+static const char *set_async(cmd_parms *cmd, void *dconf, int on)
+{
+    wst_dir_conf *conf = dconf;
+    (void)cmd;
+    conf->async = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *set_tunnel_log(cmd_parms *cmd, void *dconf,
+                                  const char *spec, const char *fmt)
+{
+    wst_srv_conf *conf = ap_get_module_config(cmd->server->module_config,
+                                              &proxy_wstunnel_module);
+    const char *err;
+
+    (void)dconf;
+    if (!*spec || (*spec == '|' && !spec[1])) {
+        return "ProxyWebsocketTunnelLog needs a file name or \"|command\"";
+    }
+    if (fmt && (err = wst_tlog_check_format(cmd->pool, fmt)) != NULL) {
+        return apr_pstrcat(cmd->pool, "ProxyWebsocketTunnelLog: ", err, NULL);
+    }
+    conf->tlog_spec = spec;
+    conf->tlog_format = fmt;
+    return NULL;
+}
+
 static const char *set_async_delay(cmd_parms *cmd, void *dconf,
                                    const char *arg)
 {
@@ -228,6 +282,16 @@ const command_rec wst_cmds[] = {
                   "on graceful restart or stop, close each tunnel with 1001 "
                   "at a random moment within this time (seconds, or 1500ms, 2m), and cut "
                   "what is left at the end (0 = off, the default)"),
+    AP_INIT_FLAG("ProxyWebsocketAsync", set_async, NULL,
+                 RSRC_CONF | ACCESS_CONF,
+                 "On (the default): tunnels between plain sockets leave their "
+                 "worker for the child's reactor thread once the 101 is out; "
+                 "Off: they keep their worker, as with stock httpd"),
+    AP_INIT_TAKE12("ProxyWebsocketTunnelLog", set_tunnel_log, NULL, RSRC_CONF,
+                   "file (relative to ServerRoot) or \"|program\" that gets "
+                   "one line per tunnel when it ends, and an optional format "
+                   "(%a %U %v %t %D %I %O %B %b %m %M %c %C %f %r %p "
+                   "%{VAR}e %{Header}i ...)"),
     AP_INIT_TAKE1("ProxyWebsocketAsyncDelay", set_async_delay, NULL,
                   RSRC_CONF | ACCESS_CONF,
                   "accepted for compatibility with httpd trunk; no effect"),

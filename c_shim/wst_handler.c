@@ -684,6 +684,10 @@ static int wst_switch_protocols(wst_call *k)
     const char *upgrade;
     wst_tunnel_stats stats;
     apr_time_t started;
+    apr_interval_time_t duration;
+    wst_handed handed;
+    wst_fed fed;
+    const char *record;
 
     if (wst_tunnel_open(r) != OK) {
         /* Answered here, like the cap at admission (see wst_admit). */
@@ -708,12 +712,36 @@ static int wst_switch_protocols(wst_call *k)
     ap_send_interim_response(r, 1);
     r->sent_bodyct = 1;
 
+    /* Plain sockets on both sides: the tunnel leaves this worker (the
+     * access log's line is written now; its figures go to the tunnel log
+     * when it ends). */
+    handed = wst_async_hand_over(r, k->worker, k->backend,
+                                 k->buf + resp->header_len,
+                                 k->len - resp->header_len,
+                                 k->check.is_websocket, &fed);
+    if (handed == WST_HANDED) {
+        return DONE;
+    }
+
+    record = wst_tlog_begin(r, "threaded");
     started = apr_time_now();
-    wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
-                   k->len - resp->header_len, k->check.is_websocket, &stats);
-    wst_set_notes(r, &stats, apr_time_now() - started);
+    if (handed == WST_KEPT_FED) {
+        wst_run_tunnel(r, k->backend, fed.to_client, fed.to_client_len,
+                       fed.to_backend, fed.to_backend_len,
+                       k->check.is_websocket, &stats);
+        wst_fed_free(&fed);
+    }
+    else {
+        wst_run_tunnel(r, k->backend, k->buf + resp->header_len,
+                       k->len - resp->header_len, NULL, 0,
+                       k->check.is_websocket, &stats);
+    }
+    duration = apr_time_now() - started;
+    wst_set_notes(r, &stats, duration);
 
     wst_log_tunnel_end(r, &stats);
+    wst_tlog_write(wst_tlog_fd(r->server), record, &stats,
+                   (apr_uint64_t)apr_time_as_msec(duration));
     return DONE;
 }
 

@@ -305,7 +305,7 @@ static int wst_passive_filter(const char *name)
            || WST_CASECMP(name, "log_input_output") == 0;
 }
 
-static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
+int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
 {
     ap_filter_t *f;
     int raw = 1;
@@ -323,34 +323,50 @@ static int wst_is_raw(request_rec *r, conn_rec *c, const char *name)
     return raw;
 }
 
-static apr_status_t wst_unmap_buffer(void *buf)
+typedef struct wst_mapping {
+    void *addr;
+    apr_size_t len;
+} wst_mapping;
+
+static apr_status_t wst_unmap_buffer(void *vm)
 {
-    munmap(buf, WST_TUNNEL_BUF);
+    wst_mapping *m = vm;
+
+    munmap(m->addr, m->len);
     return APR_SUCCESS;
 }
 
-/* A tunnel buffer in an anonymous mapping of its own, unmapped with the
- * pool: its pages take memory only once bytes pass through them, so an idle
- * tunnel, or a spliced one, holds no resident memory for its buffers (pool
- * memory would be recycled, already-touched memory). The pool if mmap fails. */
-static unsigned char *wst_tunnel_buffer(apr_pool_t *p)
+/* A tunnel buffer of len bytes in an anonymous mapping of its own, unmapped
+ * with the pool: its pages take memory only once bytes pass through them, so
+ * an idle tunnel, or a spliced one, holds no resident memory for its buffers
+ * (pool memory would be recycled, already-touched memory). The pool if mmap
+ * fails. */
+static unsigned char *wst_tunnel_buffer(apr_pool_t *p, apr_size_t len)
 {
-    void *m = mmap(NULL, WST_TUNNEL_BUF, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *addr = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    wst_mapping *m;
 
-    if (m == MAP_FAILED) {
-        return apr_palloc(p, WST_TUNNEL_BUF);
+    if (addr == MAP_FAILED) {
+        return apr_palloc(p, len);
     }
+    m = apr_palloc(p, sizeof(*m));
+    m->addr = addr;
+    m->len = len;
     apr_pool_cleanup_register(p, m, wst_unmap_buffer, apr_pool_cleanup_null);
-    return m;
+    return addr;
 }
 
 /* sock: the connection's socket (NULL for an HTTP/2 stream); poll_fd: the
  * descriptor the core polls (-1: the socket's). */
 static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
                               int poll_fd, const char *name,
+                              apr_size_t pending_len,
                               wst_endpoint_ctx *ctx, wst_endpoint *ep)
 {
+    /* Room for what was already read from this side (a hand-over that fell
+     * back brings up to WST_ASYNC_PENDING_MAX), and at least the usual. */
+    apr_size_t cap = pending_len > WST_TUNNEL_BUF ? pending_len : WST_TUNNEL_BUF;
     apr_os_sock_t fd = -1;
 
     memset(ctx, 0, sizeof(*ctx));
@@ -369,8 +385,8 @@ static void wst_endpoint_init(request_rec *r, conn_rec *c, apr_socket_t *sock,
     ep->raw = wst_is_raw(r, c, name);
     ep->ctx = ctx;
     ep->ops = &wst_filter_ops;
-    ep->buf = wst_tunnel_buffer(r->pool);
-    ep->buf_cap = WST_TUNNEL_BUF;
+    ep->buf = wst_tunnel_buffer(r->pool, cap);
+    ep->buf_cap = cap;
     ep->buf_len = 0;
 }
 
@@ -435,6 +451,7 @@ static wst_stop wst_h2_should_stop(void *vt)
 
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
+                    const char *client_pending, apr_size_t client_pending_len,
                     int websocket, wst_tunnel_stats *stats)
 {
     APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_in =
@@ -481,7 +498,8 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
             return;
         }
         client_sock = WST_CONN_SOCKET(c->master);
-        wst_endpoint_init(r, c, NULL, h2_fd, "client", &t->cctx, &t->client);
+        wst_endpoint_init(r, c, NULL, h2_fd, "client", client_pending_len,
+                          &t->cctx, &t->client);
         t->client.raw = 0;
         t->client.ops = &wst_h2_ops;
     }
@@ -489,16 +507,19 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
 #endif
     {
         client_fd = wst_own_fd(r->pool, client_sock);
-        wst_endpoint_init(r, c, client_sock, *client_fd, "client", &t->cctx,
-                          &t->client);
+        wst_endpoint_init(r, c, client_sock, *client_fd, "client",
+                          client_pending_len, &t->cctx, &t->client);
     }
-    wst_endpoint_init(r, backconn, backend->sock, -1, "backend", &t->bctx,
-                      &t->backend);
-    if (pending_len > t->backend.buf_cap) {
-        pending_len = t->backend.buf_cap;   /* cannot happen: head max < buffer */
-    }
+    wst_endpoint_init(r, backconn, backend->sock, -1, "backend", pending_len,
+                      &t->bctx, &t->backend);
     memcpy(t->backend.buf, pending, pending_len);
     t->backend.buf_len = pending_len;
+    /* What the hand-over had read from the client (wst_async.c) */
+    if (client_pending_len) {
+        memcpy(t->client.buf, client_pending, client_pending_len);
+        t->client.buf_len = client_pending_len;
+        t->cctx.filtered_in = client_pending_len;   /* mod_logio saw them */
+    }
 
     wst_drain_init(&t->drain, r, client_sock,
                    dconf->drain > 0 ? dconf->drain : 0);
@@ -536,6 +557,20 @@ void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                   websocket ? "WebSocket frames" : "opaque bytes");
 
     memset(stats, 0, sizeof(*stats));
+    if (t->client.fd < 0 || t->backend.fd < 0) {
+        /* The MPM closed the connection under us (a hard stop closes the
+         * sockets of the connections its workers serve). */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSTNO(070)
+                      "tunnel not started: the %s connection is already "
+                      "closed", t->client.fd < 0 ? "client" : "backend");
+        stats->reason = t->client.fd < 0 ? WST_END_CLIENT_ERROR
+                                         : WST_END_BACKEND_ERROR;
+        c->aborted = 1;
+        if (client_fd) {
+            apr_pool_cleanup_run(r->pool, client_fd, wst_close_fd);
+        }
+        return;
+    }
     st = wst_tunnel_run(&t->client, &t->backend, &t->cfg, stats);
     /* The connection closes through httpd's own descriptor, as usual. */
     if (client_fd) {

@@ -22,10 +22,12 @@
 typedef struct wst_child_count {
     volatile apr_uint32_t pid;
     volatile apr_uint32_t open;
+    volatile apr_uint32_t open_async;   /* of which handed over */
 } wst_child_count;
 
 typedef struct wst_counters {
     volatile apr_uint32_t open;     /* tunnels open (101 relayed), all children */
+    volatile apr_uint32_t open_async; /* of which handed to a reactor */
     volatile apr_uint32_t total;    /* tunnels started (101 relayed) since start (wraps) */
     volatile apr_uint32_t refused;  /* upgrades refused by the cap */
     apr_uint32_t n_children;        /* entries in child[] */
@@ -111,8 +113,12 @@ static void wst_reap(void)
         if (pid && wst_pid_gone(pid)
                 && apr_atomic_cas32(&cc->pid, 0, pid) == pid) {
             apr_uint32_t stale = apr_atomic_xchg32(&cc->open, 0);
+            apr_uint32_t stale_async = apr_atomic_xchg32(&cc->open_async, 0);
             while (stale--) {
                 apr_atomic_dec32(&counters->open);
+            }
+            while (stale_async--) {
+                apr_atomic_dec32(&counters->open_async);
             }
         }
     }
@@ -131,8 +137,28 @@ void wst_limits_child_init(void)
         wst_child_count *cc = &counters->child[i];
         if (apr_atomic_cas32(&cc->pid, me, 0) == 0) {
             apr_atomic_set32(&cc->open, 0);
+            apr_atomic_set32(&cc->open_async, 0);
             my_count = cc;
             return;
+        }
+    }
+}
+
+/* A tunnel's slot back: from r->pool's cleanup (threaded tunnels) or from
+ * the end of a handed-over tunnel, on the reactor's thread (atomics only). */
+void wst_tunnel_release(int async)
+{
+    if (!counters) {
+        return;
+    }
+    apr_atomic_dec32(&counters->open);
+    if (async) {
+        apr_atomic_dec32(&counters->open_async);
+    }
+    if (my_count) {
+        apr_atomic_dec32(&my_count->open);
+        if (async) {
+            apr_atomic_dec32(&my_count->open_async);
         }
     }
 }
@@ -140,13 +166,36 @@ void wst_limits_child_init(void)
 static apr_status_t wst_tunnel_closed(void *unused)
 {
     (void)unused;
-    if (counters) {
-        apr_atomic_dec32(&counters->open);
-        if (my_count) {
-            apr_atomic_dec32(&my_count->open);
-        }
-    }
+    wst_tunnel_release(0);
     return APR_SUCCESS;
+}
+
+/* The tunnel leaves its worker (wst_async.c): its slot stays taken past
+ * r->pool, until wst_tunnel_release(1) at its end. */
+void wst_tunnel_to_async(request_rec *r)
+{
+    if (!counters) {
+        return;
+    }
+    apr_pool_cleanup_kill(r->pool, NULL, wst_tunnel_closed);
+    apr_atomic_inc32(&counters->open_async);
+    if (my_count) {
+        apr_atomic_inc32(&my_count->open_async);
+    }
+}
+
+/* The reactor did not take it after all: back to r->pool's lifetime. */
+void wst_tunnel_from_async(request_rec *r)
+{
+    if (!counters) {
+        return;
+    }
+    apr_atomic_dec32(&counters->open_async);
+    if (my_count) {
+        apr_atomic_dec32(&my_count->open_async);
+    }
+    apr_pool_cleanup_register(r->pool, NULL, wst_tunnel_closed,
+                              apr_pool_cleanup_null);
 }
 
 static int wst_refuse(request_rec *r, const char *when)
@@ -226,28 +275,36 @@ int wst_tunnel_open(request_rec *r)
  * ?notable stays table-free), one line each, before the signature. */
 static int wst_status_hook(request_rec *r, int flags)
 {
-    apr_uint32_t open, total, refused;
+    apr_uint32_t open, open_async, total, refused;
 
     if (!counters) {
         return OK;
     }
     wst_reap();                    /* children that died with tunnels open */
     open = apr_atomic_read32(&counters->open);
+    open_async = apr_atomic_read32(&counters->open_async);
+    if (open_async > open) {
+        open_async = open;         /* read between two updates */
+    }
     total = apr_atomic_read32(&counters->total);
     refused = apr_atomic_read32(&counters->refused);
     if (flags & AP_STATUS_SHORT) {
-        ap_rprintf(r, "WebSocketTunnels: %u\nWebSocketTunnelsTotal: %u\n"
-                   "WebSocketTunnelsRefused: %u\n", open, total, refused);
+        ap_rprintf(r, "WebSocketTunnels: %u\nWebSocketTunnelsThreaded: %u\n"
+                   "WebSocketTunnelsAsync: %u\nWebSocketTunnelsTotal: %u\n"
+                   "WebSocketTunnelsRefused: %u\n", open, open - open_async,
+                   open_async, total, refused);
         return OK;
     }
     ap_rprintf(r, "<hr />\n<h2>WebSocket tunnels (mod_proxy_wstunnel)</h2>\n"
                "<dl>\n<dt>Open tunnels: %u%s</dt>\n"
+               "<dt>On a worker thread: %u; handed to the children's "
+               "reactors: %u</dt>\n"
                "<dt>Opened since start: %u</dt>\n"
                "<dt>Refused by ProxyWebsocketMaxTunnels: %u</dt>\n</dl>\n",
                open,
                max_tunnels ? apr_psprintf(r->pool, " of at most %u", max_tunnels)
                            : " (no limit)",
-               total, refused);
+               open - open_async, open_async, total, refused);
     return OK;
 }
 

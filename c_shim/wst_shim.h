@@ -15,6 +15,10 @@
  *   wst_drain.c           ProxyWebsocketDrain and stops: when a tunnel ends
  *   wst_io.c              tunnel endpoints over httpd's filters, the call into
  *                         the Rust tunnel, byte accounting
+ *   wst_async.c           tunnels that leave their worker: the child's reactor
+ *                         thread, the hand-over, the end of such a tunnel,
+ *                         the child's exit
+ *   wst_tlog.c            ProxyWebsocketTunnelLog: one record per tunnel
  */
 #ifndef WST_SHIM_H
 #define WST_SHIM_H
@@ -63,7 +67,18 @@ typedef struct wst_dir_conf {
     apr_interval_time_t ping;        /* ProxyWebsocketPing: -1 unset, 0 off */
     apr_interval_time_t drain;       /* ProxyWebsocketDrain: -1 unset, 0 off */
     apr_array_header_t *allow_origins; /* of wst_str; NULL unset */
+    int async;                       /* ProxyWebsocketAsync: -1 unset (On), 0, 1 */
 } wst_dir_conf;
+
+/* Per server (main server and virtual hosts). */
+typedef struct wst_srv_conf {
+    const char *tlog_spec;           /* ProxyWebsocketTunnelLog: file or |pipe; NULL unset */
+    const char *tlog_format;         /* its format (NULL: the default) */
+    int tlog_fd;                     /* opened at post_config; -1 none */
+} wst_srv_conf;
+
+void *wst_create_srv_conf(apr_pool_t *p, server_rec *s);
+void *wst_merge_srv_conf(apr_pool_t *p, void *base, void *add);
 
 extern const command_rec wst_cmds[];
 void *wst_create_dir_conf(apr_pool_t *p, char *dir);
@@ -94,6 +109,14 @@ int wst_tunnel_admit(request_rec *r);
 /* The backend's 101 is accepted: count the tunnel (until r->pool goes), or
  * 503 when the cap filled up meanwhile. */
 int wst_tunnel_open(request_rec *r);
+/* The tunnel leaves its worker: its slot no longer goes with r->pool but
+ * with wst_tunnel_release(1), and it counts as handed over. */
+void wst_tunnel_to_async(request_rec *r);
+/* Undo wst_tunnel_to_async (the reactor refused the tunnel). */
+void wst_tunnel_from_async(request_rec *r);
+/* Give a tunnel's slot back (async: a handed-over one). Atomics only: the
+ * reactor's thread calls it. */
+void wst_tunnel_release(int async);
 
 /* ---- wst_route.c ---- */
 
@@ -158,11 +181,18 @@ wst_stop wst_drain_should_stop(void *drain);
 
 /* ---- wst_io.c ---- */
 
+/* 1 when a connection has only the filters the core may bypass (core,
+ * core_in, mod_logio's): its socket can be read and written directly once
+ * its input filters are drained. */
+int wst_is_raw(request_rec *r, conn_rec *c, const char *name);
+
 /* Run the tunnel between the client and the backend connection; `pending`
- * holds bytes the backend sent after its 101; `websocket`: the tunnel
- * carries RFC 6455 frames. Returns the stats. */
+ * holds bytes the backend sent after its 101, `client_pending` bytes the
+ * client sent that were already read from its filters (each at most 64 KiB);
+ * `websocket`: the tunnel carries RFC 6455 frames. Returns the stats. */
 void wst_run_tunnel(request_rec *r, proxy_conn_rec *backend,
                     const char *pending, apr_size_t pending_len,
+                    const char *client_pending, apr_size_t client_pending_len,
                     int websocket, wst_tunnel_stats *stats);
 
 /* Remove every filter named `name` from a connection's filter chain
@@ -181,5 +211,53 @@ apr_status_t wst_write_flush(conn_rec *c, apr_bucket_brigade *bb,
 apr_status_t wst_read_flat(conn_rec *c, apr_bucket_brigade *bb,
                            apr_read_type_e block, char *buf, apr_size_t cap,
                            apr_size_t *got, int *eos);
+
+/* ---- wst_tlog.c ---- */
+
+/* ProxyWebsocketTunnelLog's format: NULL when it is valid, else why not. */
+const char *wst_tlog_check_format(apr_pool_t *p, const char *fmt);
+/* Open every server's tunnel log (post_config). */
+int wst_tlog_post_config(apr_pool_t *pconf, server_rec *s);
+/* The tunnel log record's request-side part for r (codes known at the
+ * 101 expanded, the tunnel's own left for wst_tlog_write), or NULL when r's
+ * server has no tunnel log. path: "async" or "threaded". Pool memory. */
+char *wst_tlog_begin(request_rec *r, const char *path);
+/* The descriptor r's server's tunnel log is written to, or -1. */
+int wst_tlog_fd(server_rec *s);
+/* Expand the rest of the record and write it, one write() of at most
+ * 4 KiB. No pools, no httpd calls: safe on the reactor's thread. */
+void wst_tlog_write(int fd, const char *record, const wst_tunnel_stats *stats,
+                    apr_uint64_t duration_ms);
+
+/* ---- wst_async.c ---- */
+
+void wst_async_register_hooks(void);
+void wst_async_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* What wst_async_hand_over did. */
+typedef enum wst_handed {
+    WST_KEPT = 0,      /* not handed over, nothing consumed: run it here */
+    WST_HANDED = 1,    /* the reactor has it: the handler returns DONE */
+    WST_KEPT_FED = 2   /* not handed over after the filters were drained:
+                        * run it here, starting with the bytes in the
+                        * wst_fed (malloc'd; wst_fed_free) */
+} wst_handed;
+
+/* Bytes read from httpd's filters and not relayed yet. */
+typedef struct wst_fed {
+    char *to_backend;          /* from the client */
+    apr_size_t to_backend_len;
+    char *to_client;           /* from the backend (its bytes after the 101 first) */
+    apr_size_t to_client_len;
+} wst_fed;
+
+void wst_fed_free(wst_fed *fed);
+
+/* After the 101: hand the tunnel to the child's reactor when it can go.
+ * pending: the backend's bytes after its 101 head. */
+wst_handed wst_async_hand_over(request_rec *r, proxy_worker *worker,
+                               proxy_conn_rec *backend, const char *pending,
+                               apr_size_t pending_len, int websocket,
+                               wst_fed *fed);
 
 #endif /* WST_SHIM_H */

@@ -23,8 +23,21 @@ step "clippy (no unwrap/expect/panic/indexing in the core)" $CARGO clippy --lib 
 step "static checks of $SO (against $APXS's httpd)" sh apxs/check-so.sh "$SO" "$APXS"
 step "httpd 2.2 API floor (apxs/api-httpd22.txt, api-newer.txt)" sh apxs/check-api.sh "$SO"
 step "Rust core archives vs CentOS 6's ld 2.20 (self-test)" sh apxs/check-archive.sh --self-test
-step "end-to-end suite ($HTTPD)" env -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
+# The e2e suite on both tunnel paths: first the default (plain-socket tunnels
+# handed to the child's reactor), then every group but the async_* ones (which
+# set ProxyWebsocketAsync On themselves) again with WST_ASYNC=off, so that every
+# generated config says ProxyWebsocketAsync Off (tunnels keep their worker).
+step "end-to-end suite ($HTTPD), default path (tunnels handed to the reactor)" \
+    env -u WST_ASYNC -C tests/e2e WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
     $CARGO test --release --no-fail-fast -- --test-threads=2
+threaded_groups=()
+for f in tests/e2e/tests/*.rs; do
+    g=$(basename "$f" .rs)
+    case $g in async_*) ;; *) threaded_groups+=(--test "$g") ;; esac
+done
+step "end-to-end suite ($HTTPD), threaded path (WST_ASYNC=off: ProxyWebsocketAsync Off)" \
+    env -C tests/e2e WST_ASYNC=off WST_MODULE="$PWD/$SO" HTTPD="$HTTPD" APXS="$APXS" \
+    $CARGO test --release --no-fail-fast "${threaded_groups[@]}" -- --test-threads=2
 
 # Hardening (issue 6): bounded fuzzing of every core parser and state machine,
 # a soak with 1,000 tunnels per MPM, the e2e subset under valgrind memcheck and

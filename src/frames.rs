@@ -581,6 +581,16 @@ impl FrameTracker {
         self.lost
     }
 
+    /// Bytes of a frame header fed but not yet complete (0 between frames,
+    /// in a payload, or once sync is lost).
+    pub const fn partial_header(&self) -> usize {
+        if self.lost.is_none() && self.frame.is_none() {
+            self.hdr_len as usize
+        } else {
+            0
+        }
+    }
+
     /// The frame whose payload is being read, if any.
     pub const fn current_frame(&self) -> Option<FrameHeader> {
         self.frame

@@ -302,6 +302,9 @@ fn poll_bits(ev: u32) -> i16 {
     if ev & (sys::EPOLLIN | sys::EPOLLRDHUP) != 0 {
         r |= sys::POLLIN;
     }
+    if ev & sys::EPOLLRDHUP != 0 {
+        r |= sys::POLLRDHUP;
+    }
     if ev & sys::EPOLLOUT != 0 {
         r |= sys::POLLOUT;
     }

@@ -41,6 +41,8 @@ pub const POLLERR: i16 = libc::POLLERR;
 pub const POLLHUP: i16 = libc::POLLHUP;
 /// Descriptor not open (always reported).
 pub const POLLNVAL: i16 = libc::POLLNVAL;
+/// The peer shut its writing side (Linux; epoll reports it as EPOLLRDHUP).
+pub const POLLRDHUP: i16 = libc::POLLRDHUP;
 
 /// errno values the tunnel names.
 pub const EAGAIN: Errno = libc::EAGAIN;

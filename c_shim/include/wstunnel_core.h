@@ -326,6 +326,23 @@ typedef struct wst_tunnel_config {
      * resident once touched). NULL/0: the stack. */
     void *state;
     size_t state_len;
+    /* Limits (0: off). websocket only: a data message (all its fragments)
+     * whose payload is larger than max_message_size, from either side, ends
+     * the tunnel at that frame's header, before any of it is relayed: Close
+     * 1009 to its sender, 1001 to the other side (WST_END_MESSAGE_TOO_BIG).
+     * Control frames keep RFC 6455's 125-byte limit (the core stops
+     * tracking a stream that breaks it). */
+    uint64_t max_message_size;
+    /* websocket only: the client may send max_message_rate messages per
+     * second (Pings, Pongs and Closes count, Pongs answering the module's
+     * Pings do not) with bursts of max_message_burst (<= 0: the rate); more
+     * ends the tunnel: Close 1008 to the client, 1001 to the backend
+     * (WST_END_RATE_LIMITED). */
+    int max_message_rate;
+    int max_message_burst;
+    /* Any tunnel: end it at a random moment within the last tenth of this
+     * lifetime (WebSocket: Close 1001 to both sides; WST_END_LIFETIME). */
+    int64_t max_lifetime_ms;
 } wst_tunnel_config;
 
 /* Bytes wst_tunnel_config.state must have. */
@@ -339,12 +356,16 @@ typedef enum wst_end_reason {
     WST_END_STOPPED = 4,   /* should_stop said WST_STOP_NOW */
     WST_END_POLL_ERROR = 5,
     WST_END_PING_TIMEOUT = 6, /* a side did not answer the module's Ping */
-    WST_END_GOING_AWAY = 7    /* should_stop said WST_STOP_GOING_AWAY */
+    WST_END_GOING_AWAY = 7,   /* should_stop said WST_STOP_GOING_AWAY */
+    WST_END_MESSAGE_TOO_BIG = 8, /* max_message_size */
+    WST_END_RATE_LIMITED = 9,    /* max_message_rate */
+    WST_END_LIFETIME = 10        /* max_lifetime_ms */
 } wst_end_reason;
 
 /* The end reason's name, as the wstunnel-end note and the log say it
  * ("closed", "client-error", "backend-error", "idle", "stopped",
- * "poll-error", "ping-timeout", "going-away"; "unknown" for another value):
+ * "poll-error", "ping-timeout", "going-away", "message-too-big",
+ * "rate-limited", "lifetime"; "unknown" for another value):
  * static, NUL-terminated. */
 const char *wst_end_reason_name(wst_end_reason reason);
 
@@ -366,6 +387,15 @@ typedef struct wst_tunnel_stats {
     uint32_t pongs_consumed;         /* answers to them, swallowed */
     int frames_lost_sync;            /* 1 client, 2 backend, 3 both: a protocol
                                       * violation stopped tracking that side */
+    uint64_t largest_message_from_client;  /* payload bytes of the largest data
+                                            * message (a cut one: as announced) */
+    uint64_t largest_message_from_backend;
+    /* Round trips of the module's Pings (ms): the last and the largest, per
+     * side; -1 when none was answered. */
+    int ping_rtt_client_last_ms;
+    int ping_rtt_client_max_ms;
+    int ping_rtt_backend_last_ms;
+    int ping_rtt_backend_max_ms;
 } wst_tunnel_stats;
 
 /* Run the tunnel until both directions have ended (or an error, the idle
@@ -427,7 +457,7 @@ typedef struct wst_async_tunnel {
     void *end_ctx;
 } wst_async_tunnel;
 
-#define WST_ASYNC_PENDING_MAX (64 * 1024)
+#define WST_ASYNC_PENDING_MAX (256 * 1024)
 
 /* A reactor for this process (epoll and wake-up descriptors made here),
  * or NULL when it cannot be made (no memory or descriptors). */

@@ -9,10 +9,10 @@
 // x86_64-unknown-linux-gnu and "32" for i686-unknown-linux-gnu.
 //
 // build.rs refuses to build when the header no longer has this stamp:
-// header stamp (FNV-1a 64 of its C text): dfba96c6b8789222
+// header stamp (FNV-1a 64 of its C text): 393d713f7d42eff9
 
 pub const WST_MAX_RESPONSE_HEADERS: u32 = 100;
-pub const WST_ASYNC_PENDING_MAX: u32 = 65536;
+pub const WST_ASYNC_PENDING_MAX: u32 = 262144;
 impl wst_status {
     pub const WST_OK: wst_status = wst_status(0);
 }
@@ -698,11 +698,15 @@ pub struct wst_tunnel_config {
     pub random_seed: u32,
     pub state: *mut core::ffi::c_void,
     pub state_len: usize,
+    pub max_message_size: u64,
+    pub max_message_rate: core::ffi::c_int,
+    pub max_message_burst: core::ffi::c_int,
+    pub max_lifetime_ms: i64,
 }
 #[cfg(target_pointer_width = "64")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_tunnel_config"][::core::mem::size_of::<wst_tunnel_config>() - 64usize];
+    ["Size of wst_tunnel_config"][::core::mem::size_of::<wst_tunnel_config>() - 88usize];
     [
         "Alignment of wst_tunnel_config",
     ][::core::mem::align_of::<wst_tunnel_config>() - 8usize];
@@ -739,11 +743,23 @@ const _: () = {
     [
         "Offset of field: wst_tunnel_config::state_len",
     ][::core::mem::offset_of!(wst_tunnel_config, state_len) - 56usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_size",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_size) - 64usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_rate",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_rate) - 72usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_burst",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_burst) - 76usize];
+    [
+        "Offset of field: wst_tunnel_config::max_lifetime_ms",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_lifetime_ms) - 80usize];
 };
 #[cfg(target_pointer_width = "32")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_tunnel_config"][::core::mem::size_of::<wst_tunnel_config>() - 44usize];
+    ["Size of wst_tunnel_config"][::core::mem::size_of::<wst_tunnel_config>() - 68usize];
     [
         "Alignment of wst_tunnel_config",
     ][::core::mem::align_of::<wst_tunnel_config>() - 4usize];
@@ -780,6 +796,18 @@ const _: () = {
     [
         "Offset of field: wst_tunnel_config::state_len",
     ][::core::mem::offset_of!(wst_tunnel_config, state_len) - 40usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_size",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_size) - 44usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_rate",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_rate) - 52usize];
+    [
+        "Offset of field: wst_tunnel_config::max_message_burst",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_message_burst) - 56usize];
+    [
+        "Offset of field: wst_tunnel_config::max_lifetime_ms",
+    ][::core::mem::offset_of!(wst_tunnel_config, max_lifetime_ms) - 60usize];
 };
 impl Default for wst_tunnel_config {
     fn default() -> Self {
@@ -817,6 +845,15 @@ impl wst_end_reason {
 impl wst_end_reason {
     pub const WST_END_GOING_AWAY: wst_end_reason = wst_end_reason(7);
 }
+impl wst_end_reason {
+    pub const WST_END_MESSAGE_TOO_BIG: wst_end_reason = wst_end_reason(8);
+}
+impl wst_end_reason {
+    pub const WST_END_RATE_LIMITED: wst_end_reason = wst_end_reason(9);
+}
+impl wst_end_reason {
+    pub const WST_END_LIFETIME: wst_end_reason = wst_end_reason(10);
+}
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub struct wst_end_reason(pub core::ffi::c_uint);
@@ -840,11 +877,17 @@ pub struct wst_tunnel_stats {
     pub pings_sent: u32,
     pub pongs_consumed: u32,
     pub frames_lost_sync: core::ffi::c_int,
+    pub largest_message_from_client: u64,
+    pub largest_message_from_backend: u64,
+    pub ping_rtt_client_last_ms: core::ffi::c_int,
+    pub ping_rtt_client_max_ms: core::ffi::c_int,
+    pub ping_rtt_backend_last_ms: core::ffi::c_int,
+    pub ping_rtt_backend_max_ms: core::ffi::c_int,
 }
 #[cfg(target_pointer_width = "64")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_tunnel_stats"][::core::mem::size_of::<wst_tunnel_stats>() - 88usize];
+    ["Size of wst_tunnel_stats"][::core::mem::size_of::<wst_tunnel_stats>() - 120usize];
     [
         "Alignment of wst_tunnel_stats",
     ][::core::mem::align_of::<wst_tunnel_stats>() - 8usize];
@@ -890,11 +933,29 @@ const _: () = {
     [
         "Offset of field: wst_tunnel_stats::frames_lost_sync",
     ][::core::mem::offset_of!(wst_tunnel_stats, frames_lost_sync) - 80usize];
+    [
+        "Offset of field: wst_tunnel_stats::largest_message_from_client",
+    ][::core::mem::offset_of!(wst_tunnel_stats, largest_message_from_client) - 88usize];
+    [
+        "Offset of field: wst_tunnel_stats::largest_message_from_backend",
+    ][::core::mem::offset_of!(wst_tunnel_stats, largest_message_from_backend) - 96usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_client_last_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_client_last_ms) - 104usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_client_max_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_client_max_ms) - 108usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_backend_last_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_backend_last_ms) - 112usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_backend_max_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_backend_max_ms) - 116usize];
 };
 #[cfg(target_pointer_width = "32")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_tunnel_stats"][::core::mem::size_of::<wst_tunnel_stats>() - 80usize];
+    ["Size of wst_tunnel_stats"][::core::mem::size_of::<wst_tunnel_stats>() - 112usize];
     [
         "Alignment of wst_tunnel_stats",
     ][::core::mem::align_of::<wst_tunnel_stats>() - 4usize];
@@ -940,6 +1001,24 @@ const _: () = {
     [
         "Offset of field: wst_tunnel_stats::frames_lost_sync",
     ][::core::mem::offset_of!(wst_tunnel_stats, frames_lost_sync) - 76usize];
+    [
+        "Offset of field: wst_tunnel_stats::largest_message_from_client",
+    ][::core::mem::offset_of!(wst_tunnel_stats, largest_message_from_client) - 80usize];
+    [
+        "Offset of field: wst_tunnel_stats::largest_message_from_backend",
+    ][::core::mem::offset_of!(wst_tunnel_stats, largest_message_from_backend) - 88usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_client_last_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_client_last_ms) - 96usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_client_max_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_client_max_ms) - 100usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_backend_last_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_backend_last_ms) - 104usize];
+    [
+        "Offset of field: wst_tunnel_stats::ping_rtt_backend_max_ms",
+    ][::core::mem::offset_of!(wst_tunnel_stats, ping_rtt_backend_max_ms) - 108usize];
 };
 impl Default for wst_tunnel_stats {
     fn default() -> Self {
@@ -987,7 +1066,7 @@ pub struct wst_async_tunnel {
 #[cfg(target_pointer_width = "64")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 128usize];
+    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 152usize];
     [
         "Alignment of wst_async_tunnel",
     ][::core::mem::align_of::<wst_async_tunnel>() - 8usize];
@@ -1014,18 +1093,18 @@ const _: () = {
     ][::core::mem::offset_of!(wst_async_tunnel, cfg) - 40usize];
     [
         "Offset of field: wst_async_tunnel::drain_ms",
-    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 104usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 128usize];
     [
         "Offset of field: wst_async_tunnel::end",
-    ][::core::mem::offset_of!(wst_async_tunnel, end) - 112usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, end) - 136usize];
     [
         "Offset of field: wst_async_tunnel::end_ctx",
-    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 120usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 144usize];
 };
 #[cfg(target_pointer_width = "32")]
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 80usize];
+    ["Size of wst_async_tunnel"][::core::mem::size_of::<wst_async_tunnel>() - 104usize];
     [
         "Alignment of wst_async_tunnel",
     ][::core::mem::align_of::<wst_async_tunnel>() - 4usize];
@@ -1052,13 +1131,13 @@ const _: () = {
     ][::core::mem::offset_of!(wst_async_tunnel, cfg) - 24usize];
     [
         "Offset of field: wst_async_tunnel::drain_ms",
-    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 68usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, drain_ms) - 92usize];
     [
         "Offset of field: wst_async_tunnel::end",
-    ][::core::mem::offset_of!(wst_async_tunnel, end) - 72usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, end) - 96usize];
     [
         "Offset of field: wst_async_tunnel::end_ctx",
-    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 76usize];
+    ][::core::mem::offset_of!(wst_async_tunnel, end_ctx) - 100usize];
 };
 impl Default for wst_async_tunnel {
     fn default() -> Self {

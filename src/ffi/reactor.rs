@@ -16,6 +16,9 @@ use super::tunnel::{config_from_c, stats_to_c, stop_from_c};
 use crate::reactor::{Adoption, Finish, Reactor, Shared, BLOCK};
 use crate::tunnel::{Buffer, Stats};
 
+/// WST_ASYNC_PENDING_MAX.
+const PENDING_MAX: usize = super::contract::WST_ASYNC_PENDING_MAX as usize;
+
 /// The shim's end callback and its context.
 struct CFinish {
     end: unsafe extern "C" fn(*mut c_void, *const wst_tunnel_stats, u64),
@@ -97,13 +100,14 @@ unsafe fn pending(ptr: *const u8, len: usize) -> Option<Buffer<'static>> {
     if len == 0 {
         return Buffer::owned(&[], BLOCK);
     }
-    if ptr.is_null() || len > BLOCK {
+    if ptr.is_null() || len > PENDING_MAX {
         return None;
     }
     // SAFETY: the caller's guarantee: ptr is valid for len bytes during the
     // call; they are copied before it returns.
     let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
-    Buffer::owned(bytes, BLOCK)
+    // More than a pool block: a block of its own, freed once written.
+    Buffer::owned(bytes, BLOCK.max(len))
 }
 
 /// See wstunnel_core.h.
@@ -132,7 +136,7 @@ pub unsafe extern "C" fn wst_reactor_adopt(
     if t.client_fd < 0 || t.backend_fd < 0 || t.client_fd == t.backend_fd || t.drain_ms < 0 {
         return wst_status::WST_ERR_ARG;
     }
-    if t.to_backend_len > BLOCK || t.to_client_len > BLOCK {
+    if t.to_backend_len > PENDING_MAX || t.to_client_len > PENDING_MAX {
         return wst_status::WST_ERR_ARG;
     }
     if !h.shared.accepting() {
@@ -259,10 +263,31 @@ mod tests {
             -> (UnixStream, UnixStream, mpsc::Receiver<(wst_tunnel_stats, u64)>) {
             let (c_near, c_far) = UnixStream::pair().unwrap();
             let (b_near, b_far) = UnixStream::pair().unwrap();
+            let (c_far, b_far) = (c_far.into_raw_fd(), b_far.into_raw_fd());
+            let rx = self.adopt_fds(c_far, b_far, cfg, drain_ms, to_backend);
+            (c_near, b_near, rx)
+        }
+
+        fn adopt_tcp(&self, cfg: wst_tunnel_config)
+            -> (std::net::TcpStream, std::net::TcpStream, mpsc::Receiver<(wst_tunnel_stats, u64)>) {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let pair = || {
+                let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let (b, _) = l.accept().unwrap();
+                (a, b)
+            };
+            let (c_near, c_far) = pair();
+            let (b_near, b_far) = pair();
+            let rx = self.adopt_fds(c_far.into_raw_fd(), b_far.into_raw_fd(), cfg, 0, b"");
+            (c_near, b_near, rx)
+        }
+
+        fn adopt_fds(&self, c_far: c_int, b_far: c_int, cfg: wst_tunnel_config, drain_ms: c_int,
+            to_backend: &[u8]) -> mpsc::Receiver<(wst_tunnel_stats, u64)> {
             let (tx, rx) = mpsc::channel();
             let t = wst_async_tunnel {
-                client_fd: c_far.into_raw_fd(),
-                backend_fd: b_far.into_raw_fd(),
+                client_fd: c_far,
+                backend_fd: b_far,
                 to_backend: to_backend.as_ptr(),
                 to_backend_len: to_backend.len(),
                 to_client: core::ptr::null(),
@@ -273,7 +298,7 @@ mod tests {
                 end_ctx: Box::into_raw(Box::new(Ended(tx))).cast(),
             };
             assert_eq!(unsafe { wst_reactor_adopt(self.r, &t) }, wst_status::WST_OK);
-            (c_near, b_near, rx)
+            rx
         }
     }
 
@@ -325,6 +350,51 @@ mod tests {
         while wst_reactor_tunnels(run.r) != 0 {
             assert!(t0.elapsed() < Duration::from_secs(2));
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn data_and_fin_arriving_together_end_the_tunnel() {
+        let run = Run::start();
+        for _ in 0..200 {
+            // Client side: bytes and FIN at once, after the first turn.
+            let (mut c, mut b, rx) = run.adopt_tcp(cfg(false, 0));
+            c.write_all(b"!").unwrap();
+            let mut one = [0u8; 1];
+            b.read_exact(&mut one).unwrap();
+            c.write_all(b"last words").unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            b.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"last words");
+            // Backend side too.
+            b.write_all(b"bye").unwrap();
+            drop(b);
+            let mut got = Vec::new();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got, b"bye");
+            let (st, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(st.reason, wst_end_reason::WST_END_CLOSED);
+        }
+    }
+
+    #[test]
+    fn pending_bytes_larger_than_a_block() {
+        let run = Run::start();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut c, mut b, _rx) = run.adopt(cfg(false, 0), 0, &big);
+        let mut got = vec![0u8; big.len()];
+        b.read_exact(&mut got).unwrap();
+        assert!(got == big);
+        // Then the pool's blocks: more traffic both ways.
+        for i in 0..50u8 {
+            let m = vec![i; 70_000];
+            c.write_all(&m).unwrap();
+            let mut got = vec![0u8; m.len()];
+            b.read_exact(&mut got).unwrap();
+            assert!(got == m);
         }
     }
 

@@ -228,6 +228,9 @@ pub(super) fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
             EndReason::PollError => wst_end_reason::WST_END_POLL_ERROR,
             EndReason::PingTimeout => wst_end_reason::WST_END_PING_TIMEOUT,
             EndReason::GoingAway => wst_end_reason::WST_END_GOING_AWAY,
+            EndReason::MessageTooBig => wst_end_reason::WST_END_MESSAGE_TOO_BIG,
+            EndReason::RateLimited => wst_end_reason::WST_END_RATE_LIMITED,
+            EndReason::Lifetime => wst_end_reason::WST_END_LIFETIME,
         },
         os_error: s.os_error,
         messages_from_client: s.ws.messages_from_client,
@@ -238,7 +241,18 @@ pub(super) fn stats_to_c(s: &Stats) -> wst_tunnel_stats {
         pongs_consumed: s.ws.pongs_consumed,
         frames_lost_sync: c_int::from(s.ws.lost_sync_client)
             | (c_int::from(s.ws.lost_sync_backend) << 1),
+        largest_message_from_client: s.ws.largest_message_from_client,
+        largest_message_from_backend: s.ws.largest_message_from_backend,
+        ping_rtt_client_last_ms: rtt_to_c(s.ws.ping_rtt_client_last_ms),
+        ping_rtt_client_max_ms: rtt_to_c(s.ws.ping_rtt_client_max_ms),
+        ping_rtt_backend_last_ms: rtt_to_c(s.ws.ping_rtt_backend_last_ms),
+        ping_rtt_backend_max_ms: rtt_to_c(s.ws.ping_rtt_backend_max_ms),
     }
+}
+
+/// A round trip for C: -1 for none.
+fn rtt_to_c(v: Option<u32>) -> c_int {
+    v.map_or(-1, |ms| c_int::try_from(ms).unwrap_or(c_int::MAX))
 }
 
 /// What should_stop answered; a value outside the enum is taken as
@@ -271,6 +285,9 @@ fn end_reason_from_c(r: wst_end_reason) -> Option<EndReason> {
         wst_end_reason::WST_END_POLL_ERROR => EndReason::PollError,
         wst_end_reason::WST_END_PING_TIMEOUT => EndReason::PingTimeout,
         wst_end_reason::WST_END_GOING_AWAY => EndReason::GoingAway,
+        wst_end_reason::WST_END_MESSAGE_TOO_BIG => EndReason::MessageTooBig,
+        wst_end_reason::WST_END_RATE_LIMITED => EndReason::RateLimited,
+        wst_end_reason::WST_END_LIFETIME => EndReason::Lifetime,
         _ => return None,
     })
 }
@@ -304,12 +321,20 @@ unsafe fn state_slot<'s, 'a>(mem: *mut c_void, len: usize) -> Option<&'s mut Opt
 
 /// The tunnel settings of a `wst_tunnel_config`.
 pub(super) fn config_from_c(conf: &wst_tunnel_config) -> Config {
-    let config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
-    if conf.websocket != 0 {
-        config.with_websocket(conf.ping_interval_ms, conf.idle_close_frame != 0, conf.random_seed)
-    } else {
-        config
+    let mut config = Config::new(conf.idle_timeout_ms, conf.tick_ms, conf.half_close != 0);
+    config.max_lifetime_ms = u64::try_from(conf.max_lifetime_ms).ok().filter(|&v| v > 0);
+    if conf.websocket == 0 {
+        return config;
     }
+    config = config.with_websocket(conf.ping_interval_ms, conf.idle_close_frame != 0, conf.random_seed);
+    config.max_message_size = Some(conf.max_message_size).filter(|&v| v > 0);
+    if let Ok(rate) = u32::try_from(conf.max_message_rate) {
+        if rate > 0 {
+            let burst = u32::try_from(conf.max_message_burst).ok().filter(|&b| b > 0).unwrap_or(rate);
+            config.max_message_rate = Some((rate, burst));
+        }
+    }
+    config
 }
 
 /// Stats of a tunnel that ended before moving anything.
@@ -997,6 +1022,10 @@ mod tests {
                 // The shim's way: the state in memory of the caller's.
                 state: state_mem.as_mut_ptr().cast::<c_void>(),
                 state_len: state_mem.len() * 8,
+                max_message_size: 0,
+                max_message_rate: 0,
+                max_message_burst: 0,
+                max_lifetime_ms: 0,
             };
             let mut stats = wst_tunnel_stats::default();
             // SAFETY: every pointer is valid for the call: the endpoints and

@@ -139,10 +139,13 @@ impl<'a> Buffer<'a> {
         if self.len() != 0 {
             return;
         }
-        if let Store::Pooled(slot, _) = &mut self.store {
+        if let Store::Pooled(slot, size) = &mut self.store {
             if let Some(b) = slot.take() {
                 pool.give(b);
             }
+            // A block of its own (pending bytes larger than a pool block)
+            // is gone: from now on the pool's blocks are the size.
+            *size = pool.block_size();
             self.start = 0;
             self.end = 0;
         }
@@ -230,6 +233,18 @@ impl<'a> Buffer<'a> {
                 sys::discard_pages(d);
             }
             self.touched = false;
+        }
+    }
+
+    /// Drop the pending bytes from index `at` of the data on (nothing when
+    /// `at` is not within the pending bytes).
+    pub(super) fn truncate(&mut self, at: usize) {
+        if at >= self.start && at <= self.end {
+            self.end = at;
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 use super::buffer::Buffer;
 use super::splice::DEFAULT_PIPE_CAP;
 use super::ws::Frames;
-use super::{Endpoint, Io};
+use super::{EndReason, Endpoint, Io};
 use crate::frames;
 use crate::sys::{self, Errno, Fd};
 
@@ -58,6 +58,50 @@ pub(super) struct Dir<'a> {
     pub(super) injected_written: u64,
     /// Readiness comes edge-triggered: see [`super::Tunnel::new`].
     pub(super) edge: bool,
+    /// Edge-triggered: the source's peer ended its input (EPOLLRDHUP or
+    /// EPOLLHUP came). Its end of input comes after the data: the source is
+    /// read until it says so, since no later edge would tell.
+    pub(super) fin_seen: bool,
+    /// WebSocket: [`super::Config::max_message_size`].
+    pub(super) limit: Option<u64>,
+    /// WebSocket, client→backend: [`super::Config::max_message_rate`].
+    pub(super) bucket: Option<Bucket>,
+    /// The time of the turn under way (ms), for the bucket.
+    pub(super) now: u64,
+}
+
+/// A token bucket in thousandths of a message.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bucket {
+    milli: u64,
+    cap: u64,
+    per_sec: u64,
+    last: u64,
+}
+
+impl Bucket {
+    pub(super) fn new(per_sec: u32, burst: u32, now: u64) -> Self {
+        let cap = u64::from(burst.max(1)).saturating_mul(1000);
+        Bucket {
+            milli: cap,
+            cap,
+            per_sec: u64::from(per_sec),
+            last: now,
+        }
+    }
+
+    /// One message at `now`: false when the bucket is empty.
+    pub(super) fn take(&mut self, now: u64) -> bool {
+        let refill = now.saturating_sub(self.last).saturating_mul(self.per_sec);
+        self.milli = self.milli.saturating_add(refill).min(self.cap);
+        self.last = self.last.max(now);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl<'a> Dir<'a> {
@@ -65,7 +109,7 @@ impl<'a> Dir<'a> {
     /// frames are masked, i.e. it comes from the client). Not inlined: see
     /// [`init`].
     #[inline(never)]
-    pub(super) fn new(buf: Buffer<'a>, ws: Option<bool>) -> Self {
+    pub(super) fn new(buf: Buffer<'a>, ws: Option<bool>, limit: Option<u64>, bucket: Option<Bucket>) -> Self {
         let read = buf.len() as u64;
         let mut d = Dir {
             buf,
@@ -95,6 +139,10 @@ impl<'a> Dir<'a> {
             inj_to: 0,
             injected_written: 0,
             edge: false,
+            fin_seen: false,
+            limit: limit.filter(|_| ws.is_some()),
+            bucket: bucket.filter(|_| ws.is_some()),
+            now: 0,
         };
         // The bytes already pending are frames too.
         let pending = d.buf.len();
@@ -144,7 +192,16 @@ impl<'a> Dir<'a> {
     /// The last pending bytes that may not be written yet (they may be the
     /// start of the tunnel's own Pong).
     pub(super) fn held(&self) -> usize {
-        self.ws.as_ref().map_or(0, |w| w.tracker.held())
+        self.ws.as_ref().map_or(0, |w| {
+            let held = w.tracker.held();
+            if (self.limit.is_some() || self.bucket.is_some()) && !w.dropping {
+                // With a limit, a header is relayed only whole: the stream
+                // can then be cut in front of it.
+                held.max(w.tracker.partial_header())
+            } else {
+                held
+            }
+        })
     }
 
     /// Pending bytes that may be written now.
@@ -196,6 +253,41 @@ impl<'a> Dir<'a> {
                 break;
             }
             pos = pos.saturating_add(f.consumed);
+            let mut cut = None;
+            if let Some(h) = f.header.filter(|h| !h.opcode.is_control()) {
+                w.message_size = if h.opcode == frames::Opcode::Continuation {
+                    w.message_size.saturating_add(h.payload_len)
+                } else {
+                    h.payload_len
+                };
+                w.largest = w.largest.max(w.message_size);
+                if self.limit.is_some_and(|l| w.message_size > l) {
+                    // In front of this header, none of it relayed (held).
+                    cut = Some((pos.saturating_sub(usize::from(h.header_len)), EndReason::MessageTooBig));
+                }
+            }
+            if let (Some(e), Some(b), None) = (f.end, self.bucket.as_mut(), cut) {
+                let counts = if e.header.opcode.is_control() { !e.own_pong } else { e.message_end };
+                if counts && !b.take(self.now) {
+                    // After this frame: it went by, nothing after it will.
+                    cut = Some((pos, EndReason::RateLimited));
+                }
+            }
+            if let Some((at, why)) = cut {
+                // The rest is seen by the tracker (for the peer's Close)
+                // but never relayed; the Close of ours goes in at the cut.
+                w.sealed_messages = Some(w.tracker.messages());
+                let mut rest = self.buf.data().get(pos..end).unwrap_or(&[]);
+                while !rest.is_empty() {
+                    let f = w.tracker.feed(rest);
+                    rest = rest.get(f.consumed.max(1)..).unwrap_or(&[]);
+                }
+                w.tracker.cancel_pong();
+                w.dropping = true;
+                w.broke = Some(why);
+                self.buf.truncate(at);
+                return;
+            }
             if let Some(e) = f.end.filter(|e| e.own_pong) {
                 let len = usize::try_from(e.header.frame_len()).unwrap_or(usize::MAX);
                 w.own_pongs = w.own_pongs.saturating_add(1);
@@ -362,7 +454,7 @@ impl<'a> Dir<'a> {
                 self.hup_again = 0;
                 // A full read: more is likely waiting; read again (once
                 // there is room) without polling first.
-                self.readable = src.hidden_input() || n == cap;
+                self.readable = src.hidden_input() || n == cap || self.fin_seen;
                 Ok(true)
             }
             Io::Eof => {

@@ -2,7 +2,7 @@
 //! that drives it ([`run`]).
 
 use super::buffer::Buffer;
-use super::dir::{Broke, Dir};
+use super::dir::{Broke, Bucket, Dir};
 use super::ws::{Ending, Rng};
 use super::*;
 use crate::sys::{self, Errno};
@@ -138,6 +138,8 @@ pub struct Tunnel<'a, 'b> {
     pub(super) last_activity: u64,
     /// When should_stop is asked next.
     pub(super) next_tick: u64,
+    /// When [`Config::max_lifetime_ms`] ends it (u64::MAX: never).
+    pub(super) lifetime_end: u64,
 }
 
 impl<'a, 'b> Tunnel<'a, 'b> {
@@ -146,10 +148,17 @@ impl<'a, 'b> Tunnel<'a, 'b> {
     /// answers AGAIN rather than trusting a short splice.
     pub fn new(client_buf: Buffer<'a>, backend_buf: Buffer<'b>, cfg: &Config, now: u64, edge: bool) -> Self {
         let ws = cfg.websocket;
-        let mut c2b = Dir::new(client_buf, ws.then_some(true));
-        let mut b2c = Dir::new(backend_buf, ws.then_some(false));
+        let limit = cfg.max_message_size;
+        let bucket = cfg.max_message_rate.map(|(rate, burst)| Bucket::new(rate, burst, now));
+        let mut c2b = Dir::new(client_buf, ws.then_some(true), limit, bucket);
+        let mut b2c = Dir::new(backend_buf, ws.then_some(false), limit, None);
         c2b.edge = edge;
         b2c.edge = edge;
+        // The lifetime ends at a random moment within its last tenth.
+        let lifetime_end = cfg.max_lifetime_ms.map_or(u64::MAX, |l| {
+            let jitter = Rng::new(cfg.random_seed ^ 0x5bd1_e995).next() % (l / 10).max(1);
+            now.saturating_add(l.saturating_sub(jitter))
+        });
         Tunnel {
             c2b,
             b2c,
@@ -164,6 +173,7 @@ impl<'a, 'b> Tunnel<'a, 'b> {
             ping_round: now,
             last_activity: now,
             next_tick: now,
+            lifetime_end,
         }
     }
 }
@@ -246,6 +256,14 @@ impl Tunnel<'_, '_> {
             return Some(self.fail((side, e)));
         }
         let hup = revents & sys::POLLHUP != 0;
+        if hup || revents & sys::POLLRDHUP != 0 {
+            // Edge-triggered drivers: the end of input is sticky (see
+            // Dir::fin_seen); poll() reports it level-triggered anyway.
+            match side {
+                Side::Client => self.c2b.fin_seen |= self.c2b.edge,
+                Side::Backend => self.b2c.fin_seen |= self.b2c.edge,
+            }
+        }
         if hup && asked == 0 {
             match side {
                 Side::Client => self.client_hup = true,
@@ -320,6 +338,8 @@ impl Tunnel<'_, '_> {
         let ping_interval = cfg.ping_interval_ms.filter(|_| ws);
 
         // 1. Move bytes without waiting.
+        self.c2b.now = now;
+        self.b2c.now = now;
         let moved_before = self.moved();
         let ending = self.ending.is_some();
         for _ in 0..PASSES_PER_ROUND {
@@ -345,7 +365,8 @@ impl Tunnel<'_, '_> {
             self.last_activity = now;
         }
         if ws {
-            self.ws_update();
+            self.ws_update(now);
+            self.limits(now, cfg);
         }
         if ws && self.ending.is_none() && self.c2b.close_handshake_done() && self.b2c.close_handshake_done() {
             // Both peers' Close frames went through whole: the close
@@ -399,7 +420,18 @@ impl Tunnel<'_, '_> {
             }
             self.next_tick = now.saturating_add(tick);
         }
+        if self.ending.is_none() && !self.closing && self.lifetime_end != u64::MAX {
+            if now >= self.lifetime_end {
+                if !ws {
+                    return Err(self.finish(EndReason::Lifetime, 0));
+                }
+                self.start_ending(EndReason::Lifetime, now, cfg.close_wait_ms, true);
+            }
+        }
         let mut wait = self.next_tick.saturating_sub(now);
+        if self.ending.is_none() && !self.closing {
+            wait = wait.min(self.lifetime_end.saturating_sub(now));
+        }
         if self.ending.is_none() {
             let limit = if self.closing {
                 Some(cfg.idle_timeout_ms.map_or(cfg.close_linger_ms, |i| i.min(cfg.close_linger_ms)))

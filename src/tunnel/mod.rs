@@ -58,18 +58,35 @@
 //! AGAIN makes a direction wait for POLLOUT. A filtered endpoint's write
 //! blocks in its callback until done, so it never waits for POLLOUT.
 //!
-//! # The loop
+//! # Turns, and who drives them
 //!
-//! Each round (1) runs a few passes of "flush, read, flush" for both
-//! directions without waiting, (2) checks the end conditions and the timers
-//! (should_stop every tick, idle timeout), then (3) polls: POLLIN on a source
-//! only when it is not known readable, not at EOF and its buffer has room;
-//! POLLOUT on a destination only when bytes are pending and the last write
-//! could not take them all. A descriptor with nothing to wait for is left
-//! out of the poll set entirely (`fd = -1`), so a hung-up socket (POLLHUP
-//! is reported whatever the events) cannot wake the loop for nothing. When
-//! work is still possible without waiting (a source with hidden input), the
-//! poll has timeout 0, so the other direction and the timers are served too.
+//! A tunnel ([`Tunnel`]) is a state machine over caller-owned state: it
+//! owns no descriptor and never waits. Its driver feeds it what a wait
+//! reported ([`Tunnel::mark`]: readable, writable, hang-up, error per side)
+//! and turns it ([`Tunnel::turn`]) when something was reported or its
+//! deadline came; each turn (1) runs a few passes of "flush, read, flush"
+//! for both directions without waiting, (2) checks the end conditions and
+//! the timers (should_stop every tick, idle timeout, pings, lifetime, the
+//! quiet release of pipes and buffer memory after [`QUIET_MS`]), then (3)
+//! says what to wait for ([`Wait`]) or that the tunnel ended
+//! ([`Turn::Done`]). Two drivers share it:
+//!
+//! - the threaded loop ([`run`]), for tunnels that stay on their httpd
+//!   worker (TLS, HTTP/2, filters): poll() on the two descriptors, POLLIN
+//!   on a source only when it is not known readable, not at EOF and its
+//!   buffer has room; POLLOUT on a destination only when bytes are pending
+//!   and the last write could not take them all. A descriptor with nothing
+//!   to wait for is left out of the poll set entirely (`fd = -1`), so a
+//!   hung-up socket (POLLHUP is reported whatever the events) cannot wake
+//!   the loop for nothing. When work is still possible without waiting (a
+//!   source with hidden input), the wait is 0, so the other direction and
+//!   the timers are served too;
+//! - the reactor ([`crate::reactor`]), for plain-socket tunnels that left
+//!   their worker: epoll, edge-triggered, both descriptors registered once
+//!   for reading and writing; a tunnel made with `edge` reads a spliced
+//!   source until it answers AGAIN (a short splice may have stopped at the
+//!   pipe, and no new edge would come for bytes already there), and its
+//!   buffers come from a pool only while bytes are pending.
 //!
 //! POLLHUP counts as readable/writable: the read then returns EOF or data,
 //! the write fails. A source that keeps answering AGAIN after POLLHUP is
@@ -81,7 +98,7 @@
 //! # WebSocket tunnels
 //!
 //! With [`Config::websocket`], each direction has a
-//! [`FrameTracker`] (client→backend: masked
+//! [`FrameTracker`](crate::frames::FrameTracker) (client→backend: masked
 //! frames; backend→client: unmasked) that sees every byte as it is read, the
 //! initially pending ones too; the figures ([`WsStats`]: messages, Close
 //! codes, lost sync) come from them. The tracker only observes: the bytes
@@ -92,7 +109,7 @@
 //! Zero-copy: frame headers always go through the buffer (the tracker must
 //! see them); the rest of a payload of at least 4 KiB is
 //! spliced when the buffer is empty, the tracker skipping it unseen
-//! ([`FrameTracker::skip`]), and the next header is read once the pipe has
+//! ([`FrameTracker::skip`](crate::frames::FrameTracker::skip)), and the next header is read once the pipe has
 //! been written out (so buffer and pipe never both hold bytes). A stream
 //! that lost sync is spliced like a plain one.
 //!
@@ -106,7 +123,7 @@
 //!   answer can be watched (both streams in sync and open, no Close from
 //!   either side), at that stream's next boundary, or not at all if none
 //!   comes within the interval. The answering Pong is held back as it
-//!   arrives ([`FrameTracker::held`]) and taken out of the buffer whole;
+//!   arrives ([`FrameTracker::held`](crate::frames::FrameTracker::held)) and taken out of the buffer whole;
 //!   other Pongs pass. A side that has not answered one interval after its
 //!   Ping went in ends the tunnel ([`EndReason::PingTimeout`]), and the next
 //!   round comes an interval after the last one began or after the last
@@ -178,7 +195,7 @@ pub trait Endpoint {
     }
 }
 
-/// A plain socket in non-blocking mode ([`sys::Socket`]), read and
+/// A plain socket in non-blocking mode ([`crate::sys::Socket`]), read and
 /// written directly.
 impl Endpoint for Socket {
     fn fd(&self) -> Fd {
@@ -247,6 +264,16 @@ pub enum EndReason {
     PingTimeout,
     /// WebSocket: should_stop said [`Stop::GoingAway`].
     GoingAway,
+    /// WebSocket: a message longer than [`Config::max_message_size`]
+    /// (Close 1009 to its sender, 1001 to the other side).
+    MessageTooBig,
+    /// WebSocket: the client sent messages faster than
+    /// [`Config::max_message_rate`] allows (Close 1008 to it, 1001 to the
+    /// backend).
+    RateLimited,
+    /// The tunnel reached [`Config::max_lifetime_ms`] (WebSocket: Close 1001
+    /// to both sides).
+    Lifetime,
 }
 
 impl EndReason {
@@ -261,6 +288,9 @@ impl EndReason {
             EndReason::PollError => c"poll-error",
             EndReason::PingTimeout => c"ping-timeout",
             EndReason::GoingAway => c"going-away",
+            EndReason::MessageTooBig => c"message-too-big",
+            EndReason::RateLimited => c"rate-limited",
+            EndReason::Lifetime => c"lifetime",
         }
     }
 }
@@ -316,6 +346,20 @@ pub struct WsStats {
     pub lost_sync_client: bool,
     /// The backend's stream broke the protocol: no longer tracked.
     pub lost_sync_backend: bool,
+    /// Payload bytes of the largest data message (all its fragments) each
+    /// side sent (a message cut by a limit counts up to its announced size).
+    pub largest_message_from_client: u64,
+    /// The same for the backend.
+    pub largest_message_from_backend: u64,
+    /// Round trips of the tunnel's Pings to the client (ms): the last one
+    /// and the largest; None before the first answer.
+    pub ping_rtt_client_last_ms: Option<u32>,
+    /// See above.
+    pub ping_rtt_client_max_ms: Option<u32>,
+    /// The same for the backend.
+    pub ping_rtt_backend_last_ms: Option<u32>,
+    /// See above.
+    pub ping_rtt_backend_max_ms: Option<u32>,
 }
 
 /// What the tunnel did.
@@ -389,6 +433,17 @@ pub struct Config {
     pub random_seed: u32,
     /// See [`CLOSE_WAIT_MS`].
     pub close_wait_ms: u64,
+    /// WebSocket: a message (all its fragments) longer than this, from
+    /// either side, ends the tunnel at its header, before any of it is
+    /// relayed ([`EndReason::MessageTooBig`]). None: no limit.
+    pub max_message_size: Option<u64>,
+    /// WebSocket: the client's messages (and control frames but the
+    /// module's own Pongs) per second, and the burst (a token bucket);
+    /// faster ends the tunnel ([`EndReason::RateLimited`]). None: no limit.
+    pub max_message_rate: Option<(u32, u32)>,
+    /// End the tunnel this long after it began, at a random moment within
+    /// the last tenth ([`EndReason::Lifetime`]). None: never.
+    pub max_lifetime_ms: Option<u64>,
 }
 
 impl Config {
@@ -408,6 +463,9 @@ impl Config {
             idle_close_frame: false,
             random_seed: 0,
             close_wait_ms: CLOSE_WAIT_MS,
+            max_message_size: None,
+            max_message_rate: None,
+            max_lifetime_ms: None,
         }
     }
 

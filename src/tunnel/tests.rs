@@ -1834,4 +1834,163 @@ mod ws {
         assert_eq!(s.ws.pings_sent, 0);
         assert_eq!((s.ws.messages_from_client, s.ws.messages_from_backend), (1, 1));
     }
+
+    // ---- Limits (message size, message rate, lifetime) ----
+
+    fn closes(l: &PeerLog) -> Vec<u16> {
+        l.frames.iter().filter(|(f, _)| f.op == 8).filter_map(|(f, _)| f.close_code()).collect()
+    }
+
+    #[test]
+    fn message_too_big_is_cut_before_its_header_with_1009_back_and_1001_on() {
+        for split in [false, true] {
+            let mut cfg = ws_config(0, 0, true);
+            cfg.max_message_size = Some(1000);
+            let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
+            let ok = cp.frame(0x81, &[b'a'; 1000]);
+            // A fragmented message: 600 + 600 > 1000: cut before the second.
+            let first = cp.frame(0x01, &[b'b'; 600]);
+            let second = cp.frame(0x80, &[b'c'; 600]);
+            cp.send(&ok);
+            cp.send(&first);
+            if split {
+                // The header in two pieces, a pause between them.
+                thread::sleep(Duration::from_millis(50));
+                cp.send(&second[..3]);
+                thread::sleep(Duration::from_millis(50));
+                cp.send(&second[3..]);
+            } else {
+                cp.send(&second);
+            }
+            let s = t.join();
+            assert_eq!(s.reason, EndReason::MessageTooBig);
+            let (cl, bl) = (cp.log(), bp.log());
+            assert_eq!(closes(&cl), vec![1009], "to the sender");
+            assert_eq!(closes(&bl), vec![1001], "to the other side");
+            bl.check_valid(true);
+            // The backend got the good message and the first fragment, then
+            // the Close: nothing of the frame that broke the limit.
+            let mut want = ok.clone();
+            want.extend(&first);
+            assert_eq!(bl.without(|f| f.op == 8), want);
+            assert_eq!(s.ws.messages_from_client, 1);
+            assert_eq!(s.ws.largest_message_from_client, 1200);
+        }
+    }
+
+    #[test]
+    fn message_too_big_from_the_backend() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_message_size = Some(100);
+        let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
+        let small = bp.frame(0x82, &[7; 100]);
+        let big = bp.frame(0x82, &[8; 100_000]);
+        bp.send(&small);
+        bp.send(&big);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::MessageTooBig);
+        let (cl, bl) = (cp.log(), bp.log());
+        assert_eq!(closes(&bl), vec![1009]);
+        assert_eq!(closes(&cl), vec![1001]);
+        assert_eq!(cl.without(|f| f.op == 8), small);
+        assert_eq!(s.ws.largest_message_from_backend, 100_000);
+    }
+
+    #[test]
+    fn control_frames_and_limits_off_pass() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_message_size = Some(10);
+        let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
+        // A Ping of 100 bytes is not a message: it passes.
+        let ping = cp.frame(0x89, &[1; 100]);
+        let msg = cp.frame(0x81, b"0123456789");
+        cp.send(&ping);
+        cp.send(&msg);
+        let close = cp.frame(0x88, &1000u16.to_be_bytes());
+        cp.send(&close);
+        let bclose = bp.frame(0x88, &1000u16.to_be_bytes());
+        bp.send(&bclose);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Closed);
+        let bl = bp.log();
+        let mut want = ping.clone();
+        want.extend(&msg);
+        want.extend(&close);
+        assert_eq!(bl.raw, want);
+        drop(cp);
+    }
+
+    #[test]
+    fn message_rate_burst_then_1008() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_message_rate = Some((2, 5));
+        let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
+        let mut sent = Vec::new();
+        for i in 0..20u8 {
+            let m = cp.frame(0x81, &[b'0' + i % 10]);
+            sent.push(m.clone());
+            cp.send(&m);
+        }
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::RateLimited);
+        let (cl, bl) = (cp.log(), bp.log());
+        assert_eq!(closes(&cl), vec![1008]);
+        assert_eq!(closes(&bl), vec![1001]);
+        // The burst (5) passed, maybe one more from the refill, no more.
+        let got = bl.frames.iter().filter(|(f, _)| f.op == 1).count();
+        assert!((5..=6).contains(&got), "{got}");
+        assert_eq!(bl.without(|f| f.op == 8), sent[..got].concat());
+    }
+
+    #[test]
+    fn message_rate_within_the_limit_passes() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_message_rate = Some((50, 3));
+        let (mut cp, mut bp, t) = ws_tunnel(tcp_pair, false, cfg, (8192, 8192));
+        for _ in 0..10 {
+            let m = cp.frame(0x82, b"x");
+            cp.send(&m);
+            thread::sleep(Duration::from_millis(40));
+        }
+        let close = cp.frame(0x88, &1000u16.to_be_bytes());
+        cp.send(&close);
+        let bclose = bp.frame(0x88, &1000u16.to_be_bytes());
+        bp.send(&bclose);
+        let s = t.join();
+        assert_eq!(s.reason, EndReason::Closed);
+        assert_eq!(s.ws.messages_from_client, 10);
+        drop((cp.log(), bp.log()));
+    }
+
+    #[test]
+    fn lifetime_ends_in_its_last_tenth_with_1001() {
+        let mut cfg = ws_config(0, 0, true);
+        cfg.max_lifetime_ms = Some(1000);
+        let started = Instant::now();
+        let (cp, bp, t) = ws_tunnel(tcp_pair, true, cfg, (8192, 8192));
+        let s = t.join();
+        let d = started.elapsed();
+        assert_eq!(s.reason, EndReason::Lifetime);
+        assert!(d >= Duration::from_millis(880) && d < Duration::from_millis(1800), "{d:?}");
+        let (cl, bl) = (cp.log(), bp.log());
+        got_going_away(&cl, &bl);
+    }
+
+    #[test]
+    fn ping_round_trips_are_measured() {
+        let cfg = ws_config(0, 150, true);
+        let (cf, cn) = tcp_pair();
+        let (bf, bn) = tcp_pair();
+        let cp = Peer::new(cf, true, true, true);
+        let mut bp = Peer::new(bf, false, true, true);
+        let t = spawn_ws(raw(cn), raw(bn), cfg, (8192, 8192), (vec![], vec![]));
+        thread::sleep(Duration::from_millis(700));
+        let close = bp.frame(0x88, &1000u16.to_be_bytes());
+        bp.send(&close);
+        let s = t.join();
+        assert!(s.ws.pongs_consumed >= 2, "{s:?}");
+        assert!(s.ws.ping_rtt_client_last_ms.is_some() && s.ws.ping_rtt_backend_last_ms.is_some(), "{s:?}");
+        assert!(s.ws.ping_rtt_client_max_ms.unwrap() < 100);
+        drop((cp.log(), bp.log()));
+    }
 }

@@ -5,6 +5,11 @@ use super::engine::Tunnel;
 use super::{EndReason, WsStats, MIN_WS_SPLICE};
 use crate::frames::{self, FrameTracker, CLOSE_GOING_AWAY, MAX_HEADER_LEN, MAX_PONG_TOKEN};
 
+/// Close codes of the limits (RFC 6455 §7.4.1).
+pub(super) const CLOSE_POLICY: u16 = 1008;
+/// See [`CLOSE_POLICY`].
+pub(super) const CLOSE_TOO_BIG: u16 = 1009;
+
 /// Where a direction stands with the Close 1001 the tunnel sends when it
 /// ends a WebSocket tunnel itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub(super) enum PingOut {
     /// the interval).
     Due { since: u64, token: [u8; 8] },
     /// Put in at `at`; the answer is watched for on the other direction.
-    Sent { at: u64 },
+    Sent { at: u64, pongs: u32 },
 }
 
 /// A direction's WebSocket state.
@@ -42,6 +47,21 @@ pub(super) struct Frames {
     /// Data messages when a Close of ours went in (later ones are not
     /// relayed).
     pub(super) sealed_messages: Option<u64>,
+    /// The code of the Close of ours this direction gets (1001 but for the
+    /// side that broke a limit: 1009, 1008).
+    pub(super) close_code: u16,
+    /// A limit was broken: the stream was cut at a frame boundary and from
+    /// then on the source is read and dropped (the Close of ours goes in at
+    /// the cut, whatever the tracker's position in the dropped bytes).
+    pub(super) dropping: bool,
+    /// Which limit, for the tunnel to act on.
+    pub(super) broke: Option<EndReason>,
+    /// Payload bytes of the data message under way, and the largest.
+    pub(super) message_size: u64,
+    pub(super) largest: u64,
+    /// Round trips of the Pings sent into this direction (ms).
+    pub(super) rtt_last: Option<u32>,
+    pub(super) rtt_max: Option<u32>,
 }
 
 impl Frames {
@@ -53,12 +73,20 @@ impl Frames {
             close: CloseOut::None,
             ping: PingOut::None,
             sealed_messages: None,
+            close_code: CLOSE_GOING_AWAY,
+            dropping: false,
+            broke: None,
+            message_size: 0,
+            largest: 0,
+            rtt_last: None,
+            rtt_max: None,
         }
     }
 
-    /// A Close of ours went in: the source is read but not relayed.
+    /// A Close of ours went in, or a limit cut the stream: the source is
+    /// read but not relayed.
     pub(super) fn sealed(&self) -> bool {
-        self.close == CloseOut::Sent
+        self.close == CloseOut::Sent || self.dropping
     }
 
     pub(super) fn messages(&self) -> u64 {
@@ -139,22 +167,33 @@ pub(super) fn close_step(d: &mut Dir<'_>, rng: &mut Rng) {
         return;
     }
     let t = w.tracker;
-    if d.abandoned
-        || d.shut
-        || t.lost_sync().is_some()
-        || t.close_seen()
-        || (d.eof && !t.at_boundary())
-    {
-        w.close = CloseOut::Skipped;
-        return;
-    }
-    if !t.can_inject() {
-        return;
+    let code = w.close_code;
+    if w.dropping {
+        // Cut at a boundary: the output stream stands at one.
+        if d.abandoned || d.shut {
+            w.close = CloseOut::Skipped;
+            return;
+        }
+    } else {
+        if d.abandoned
+            || d.shut
+            || t.lost_sync().is_some()
+            || t.close_seen()
+            || (d.eof && !t.at_boundary())
+        {
+            w.close = CloseOut::Skipped;
+            return;
+        }
+        if !t.can_inject() {
+            return;
+        }
     }
     let mask = t.masked().then(|| rng.key());
-    if d.inject(|b| frames::write_close(b, CLOSE_GOING_AWAY, mask)) {
+    if d.inject(|b| frames::write_close(b, code, mask)) {
         if let Some(w) = d.ws.as_mut() {
-            w.sealed_messages = Some(w.tracker.messages());
+            if w.sealed_messages.is_none() {
+                w.sealed_messages = Some(w.tracker.messages());
+            }
             w.close = CloseOut::Sent;
         }
     }
@@ -201,20 +240,29 @@ pub(super) fn ping_step(d: &mut Dir<'_>, o: &mut Dir<'_>, rng: &mut Rng, now: u6
         return false;
     }
     if let (Some(w), Some(ow)) = (d.ws.as_mut(), o.ws.as_mut()) {
-        w.ping = PingOut::Sent { at: now };
+        w.ping = PingOut::Sent { at: now, pongs: ow.own_pongs };
         ow.tracker.expect_pong(&token);
     }
     true
 }
 
 /// The Ping sent into `d` was answered on `o`, or can no longer be: done.
-pub(super) fn ping_resolve(d: &mut Dir<'_>, o: &Dir<'_>) {
+pub(super) fn ping_resolve(d: &mut Dir<'_>, o: &Dir<'_>, now: u64) {
     let answered = o.ws.as_ref().is_none_or(|ow| {
         !ow.tracker.pong_expected() || ow.tracker.lost_sync().is_some()
     });
+    let own_pongs = o.ws.as_ref().map_or(0, |ow| ow.own_pongs);
     if let Some(w) = d.ws.as_mut() {
-        if matches!(w.ping, PingOut::Sent { .. }) && answered {
-            w.ping = PingOut::None;
+        if let PingOut::Sent { at, pongs } = w.ping {
+            if answered {
+                w.ping = PingOut::None;
+                if own_pongs > pongs {
+                    // Answered by its Pong: the round trip.
+                    let rtt = u32::try_from(now.saturating_sub(at)).unwrap_or(u32::MAX);
+                    w.rtt_last = Some(rtt);
+                    w.rtt_max = Some(w.rtt_max.map_or(rtt, |m| m.max(rtt)));
+                }
+            }
         }
     }
 }
@@ -233,11 +281,17 @@ impl Tunnel<'_, '_> {
             pongs_consumed: c.own_pongs.saturating_add(b.own_pongs),
             lost_sync_client: c.tracker.lost_sync().is_some(),
             lost_sync_backend: b.tracker.lost_sync().is_some(),
+            largest_message_from_client: c.largest,
+            largest_message_from_backend: b.largest,
+            ping_rtt_client_last_ms: b.rtt_last,
+            ping_rtt_client_max_ms: b.rtt_max,
+            ping_rtt_backend_last_ms: c.rtt_last,
+            ping_rtt_backend_max_ms: c.rtt_max,
         }
     }
 
     /// WebSocket: what the last reads changed for the Pings.
-    pub(super) fn ws_update(&mut self) {
+    pub(super) fn ws_update(&mut self, now: u64) {
         let (c_eof, b_eof) = (self.c2b.eof, self.b2c.eof);
         for (w, eof) in [(self.c2b.ws.as_mut(), c_eof), (self.b2c.ws.as_mut(), b_eof)] {
             // A stream that ended brings no answer: its held bytes go on.
@@ -245,8 +299,32 @@ impl Tunnel<'_, '_> {
                 w.tracker.cancel_pong();
             }
         }
-        ping_resolve(&mut self.c2b, &self.b2c);
-        ping_resolve(&mut self.b2c, &self.c2b);
+        ping_resolve(&mut self.c2b, &self.b2c, now);
+        ping_resolve(&mut self.b2c, &self.c2b, now);
+    }
+
+    /// A direction that broke a limit (cut, see [`Dir::track`]) ends the
+    /// tunnel: Close 1001 into it (at the cut), 1009 or 1008 back to its
+    /// sender.
+    pub(super) fn limits(&mut self, now: u64, cfg: &super::Config) {
+        let c = self.c2b.ws.as_ref().and_then(|w| w.broke);
+        let b = self.b2c.ws.as_ref().and_then(|w| w.broke);
+        let Some(why) = c.or(b) else {
+            return;
+        };
+        let code = if why == EndReason::RateLimited { CLOSE_POLICY } else { CLOSE_TOO_BIG };
+        let fresh = self.ending.is_none();
+        self.start_ending(why, now, cfg.close_wait_ms, false);
+        if fresh {
+            // Back to the sender: the opposite direction.
+            let back = if c.is_some() { self.b2c.ws.as_mut() } else { self.c2b.ws.as_mut() };
+            if let Some(w) = back {
+                w.close_code = code;
+            }
+        }
+        for w in [self.c2b.ws.as_mut(), self.b2c.ws.as_mut()].into_iter().flatten() {
+            w.broke = None;
+        }
     }
 
     /// No more Pings (closing or ending): none due, no answer awaited.
@@ -266,7 +344,7 @@ impl Tunnel<'_, '_> {
                 return false;
             };
             match w.ping {
-                PingOut::Sent { at } if now >= at.saturating_add(interval) => return true,
+                PingOut::Sent { at, .. } if now >= at.saturating_add(interval) => return true,
                 // No frame boundary in time: given up, for this round.
                 PingOut::Due { since, .. } if now >= since.saturating_add(interval) => {
                     w.ping = PingOut::None;
@@ -303,7 +381,7 @@ impl Tunnel<'_, '_> {
         let mut idle = true;
         for w in [self.c2b.ws.as_ref(), self.b2c.ws.as_ref()].into_iter().flatten() {
             match w.ping {
-                PingOut::Due { since: at, .. } | PingOut::Sent { at } => {
+                PingOut::Due { since: at, .. } | PingOut::Sent { at, .. } => {
                     idle = false;
                     wake = wake.min(at.saturating_add(interval));
                 }

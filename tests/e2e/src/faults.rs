@@ -47,6 +47,9 @@ pub enum After {
     NeverRead,
     /// Write server frames of this size as fast as possible until the peer goes away.
     Flood(usize),
+    /// Wait for the peer's first bytes (a tunnel's hand-over is over once the client's first
+    /// frame has come through it), then flood as [`After::Flood`].
+    FloodAfterFirstBytes(usize),
 }
 
 /// What a backend connection saw, for the test to check.
@@ -182,6 +185,56 @@ fn hold(rec: &Mutex<Seen>, stop: &AtomicBool, limit: Duration) {
     set_end(rec, "dropped");
 }
 
+/// Write server frames of `size` bytes as fast as the peer takes them, until it goes away,
+/// the backend is dropped or `limit` passes.
+fn flood(s: &mut TcpStream, size: usize, rec: &Mutex<Seen>, stop: &AtomicBool, limit: Duration) {
+    let frame = ws::server_frame(ws::OP_BINARY, &vec![b'f'; size]);
+    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    let t0 = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) || t0.elapsed() > limit {
+            set_end(rec, "dropped");
+            return;
+        }
+        match s.write(&frame) {
+            Ok(n) => rec.lock().unwrap().bytes_sent += n as u64,
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => {
+                set_end(rec, &format!("write-{}", io_end(&e)));
+                return;
+            }
+        }
+    }
+}
+
+/// Wait until the peer sends something (counted in `bytes_after`); false if it never does
+/// (EOF, error, stop or `limit`; the end is recorded).
+fn first_bytes(s: &mut TcpStream, rec: &Mutex<Seen>, stop: &AtomicBool, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        if stop.load(Ordering::Relaxed) || t0.elapsed() > limit {
+            set_end(rec, "dropped");
+            return false;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                set_end(rec, "eof");
+                return false;
+            }
+            Ok(n) => {
+                rec.lock().unwrap().bytes_after += n as u64;
+                return true;
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => {
+                set_end(rec, &io_end(&e));
+                return false;
+            }
+        }
+    }
+}
+
 fn serve(
     mut s: TcpStream,
     b: Behaviour,
@@ -267,23 +320,10 @@ fn serve(
                     drain(&mut s, &rec, &stop, false, limit);
                 }
                 After::NeverRead => hold(&rec, &stop, limit),
-                After::Flood(size) => {
-                    let frame = ws::server_frame(ws::OP_BINARY, &vec![b'f'; size]);
-                    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-                    let t0 = Instant::now();
-                    loop {
-                        if stop.load(Ordering::Relaxed) || t0.elapsed() > limit {
-                            set_end(&rec, "dropped");
-                            break;
-                        }
-                        match s.write(&frame) {
-                            Ok(n) => rec.lock().unwrap().bytes_sent += n as u64,
-                            Err(e) if is_timeout(&e) => {}
-                            Err(e) => {
-                                set_end(&rec, &format!("write-{}", io_end(&e)));
-                                break;
-                            }
-                        }
+                After::Flood(size) => flood(&mut s, size, &rec, &stop, limit),
+                After::FloodAfterFirstBytes(size) => {
+                    if first_bytes(&mut s, &rec, &stop, limit) {
+                        flood(&mut s, size, &rec, &stop, limit);
                     }
                 }
             }

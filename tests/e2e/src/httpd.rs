@@ -9,6 +9,9 @@
 //!   `ProxyWebsocketFallbackToProxyHttp Off`).
 //! * `WST_MPM`: default MPM (event); ignored by httpd 2.2, whose MPM is compiled in.
 //! * `WST_KEEP=1`: keep every test's temp dir.
+//! * `WST_ASYNC=off`: every generated config says `ProxyWebsocketAsync Off` (tunnels keep their
+//!   worker: the threaded path); unset or `on`: the module's default (plain-socket tunnels are
+//!   handed to the child's reactor). Never written for the stock module.
 //!
 //! All differences between httpd 2.2 and 2.4 in the generated configuration live in [`Flavor`].
 
@@ -56,6 +59,9 @@ pub struct Flavor {
     /// 2.4.25+ and 2.2.32+; CentOS 6's 2.2.15-69.el6 has it backported, so the
     /// version number alone does not tell).
     pub strict_request_line: bool,
+    /// `WST_ASYNC=off`: generated configs say `ProxyWebsocketAsync Off` (see
+    /// [`HttpdBuilder::async_tunnels`]).
+    pub async_off: bool,
 }
 
 impl Flavor {
@@ -132,6 +138,7 @@ impl Flavor {
             "module under test {} does not exist (set WST_MODULE)",
             wst_module.display()
         );
+        let async_off = async_off_from_env(std::env::var("WST_ASYNC").ok().as_deref());
         let f = Flavor {
             httpd,
             version,
@@ -142,6 +149,7 @@ impl Flavor {
             wst_module,
             wst_is_stock,
             strict_request_line,
+            async_off,
         };
         eprintln!(
             "wst-e2e: {} ({}), modules {}, module under test {}{}",
@@ -149,7 +157,13 @@ impl Flavor {
             f.version_string,
             f.modules_dir.display(),
             f.wst_module.display(),
-            if f.wst_is_stock { " (STOCK)" } else { "" }
+            if f.wst_is_stock {
+                " (STOCK)"
+            } else if f.async_off {
+                ", ProxyWebsocketAsync Off (WST_ASYNC=off: the threaded path)"
+            } else {
+                ""
+            }
         );
         f
     }
@@ -356,6 +370,16 @@ pub fn env_or(name: &str, default: &str) -> String {
     }
 }
 
+/// `WST_ASYNC`: `off` (or `0`, `no`) selects the threaded path; unset, empty, `on` (`1`, `yes`)
+/// the module's default. Anything else stops the run rather than test the wrong path.
+fn async_off_from_env(v: Option<&str>) -> bool {
+    match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "on" | "1" | "yes") => false,
+        Some("off" | "0" | "no") => true,
+        Some(other) => panic!("WST_ASYNC={other:?}: expected on or off"),
+    }
+}
+
 fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
     let v = s.split("Apache/").nth(1)?;
     let v: String = v
@@ -420,6 +444,7 @@ pub struct HttpdBuilder {
     pki: Option<Pki>,
     fallback_directive: bool,
     one_child: bool,
+    async_tunnels: Option<bool>,
 }
 
 impl Default for HttpdBuilder {
@@ -435,6 +460,7 @@ impl Default for HttpdBuilder {
             pki: None,
             fallback_directive: true,
             one_child: false,
+            async_tunnels: None,
         }
     }
 }
@@ -489,6 +515,13 @@ impl HttpdBuilder {
     /// Do not add `ProxyWebsocketFallbackToProxyHttp Off` even for the stock module.
     pub fn no_fallback_directive(mut self) -> Self {
         self.fallback_directive = false;
+        self
+    }
+
+    /// `ProxyWebsocketAsync On` (true) or `Off` (false) in the server config whatever
+    /// `WST_ASYNC` says: for tests of one path (nothing is written for the stock module).
+    pub fn async_tunnels(mut self, on: bool) -> Self {
+        self.async_tunnels = Some(on);
         self
     }
 
@@ -689,6 +722,10 @@ impl HttpdBuilder {
         );
         if f.wst_is_stock && self.fallback_directive && f.version >= (2, 4, 47) {
             c.push_str("ProxyWebsocketFallbackToProxyHttp Off\n");
+        }
+        let async_on = self.async_tunnels.or(f.async_off.then_some(false));
+        if let (false, Some(on)) = (f.wst_is_stock, async_on) {
+            let _ = writeln!(c, "ProxyWebsocketAsync {}", if on { "On" } else { "Off" });
         }
         if f.is_24() && self.modules.iter().any(|m| m == "ssl") {
             let _ = writeln!(c, "SSLSessionCache \"shmcb:{d}/run/ssl_scache(512000)\"");
@@ -915,6 +952,13 @@ impl Httpd {
         children_of(ppid)
     }
 
+    /// Send `sig` to the parent (SIGUSR1: `-k graceful`, SIGWINCH: `-k graceful-stop`); fails
+    /// the test if it cannot be sent.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.pid().expect("httpd is running") as i32;
+        assert_eq!(unsafe_kill(pid, sig, false), 0, "kill({pid}, {sig})");
+    }
+
     /// Stop like `apachectl -k stop`: SIGTERM to the parent, wait up to 10 s, then SIGKILL the
     /// whole process group. Returns how long it took.
     pub fn stop(&mut self) -> StopReport {
@@ -1025,6 +1069,7 @@ mod tests {
             wst_module: PathBuf::from("/x/mod_proxy_wstunnel.so"),
             wst_is_stock: false,
             strict_request_line: version >= (2, 4, 25),
+            async_off: false,
         }
     }
 
@@ -1117,6 +1162,43 @@ mod tests {
             assert!(c.contains("LogLevel warn proxy_wstunnel:debug"), "{c}");
         }
         assert!(c.contains("%I %O"), "{c}");
+    }
+
+    #[test]
+    fn async_directive_follows_wst_async_and_the_builder() {
+        let pki = Pki::generate();
+        let conf = |f: &Flavor, b: HttpdBuilder| {
+            b.render(
+                f,
+                Path::new("/tmp/x"),
+                &[("PORT".into(), 1)],
+                "prefork",
+                &pki,
+            )
+            .map_err(|(e, _)| e)
+            .unwrap()
+        };
+        let mut f = fake((2, 2, 15));
+        assert!(!conf(&f, HttpdBuilder::default()).contains("ProxyWebsocketAsync"));
+        f.async_off = true;
+        let c = conf(&f, HttpdBuilder::default());
+        assert_eq!(c.matches("ProxyWebsocketAsync").count(), 1, "{c}");
+        assert!(
+            c.contains("LoadModule proxy_wstunnel_module \"/x/mod_proxy_wstunnel.so\"\nProxyWebsocketAsync Off\n"),
+            "{c}"
+        );
+        let c = conf(&f, HttpdBuilder::default().async_tunnels(true));
+        assert!(
+            c.contains("ProxyWebsocketAsync On\n") && !c.contains("Async Off"),
+            "{c}"
+        );
+        // The stock module does not know the directive.
+        f.wst_is_stock = true;
+        assert!(!conf(&f, HttpdBuilder::default()).contains("ProxyWebsocketAsync"));
+        assert!(!conf(&f, HttpdBuilder::default().async_tunnels(false)).contains("Async"));
+        assert!(!async_off_from_env(None) && !async_off_from_env(Some("")));
+        assert!(!async_off_from_env(Some("On")) && async_off_from_env(Some(" OFF ")));
+        assert!(std::panic::catch_unwind(|| async_off_from_env(Some("of"))).is_err());
     }
 
     #[test]

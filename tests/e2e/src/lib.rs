@@ -9,7 +9,8 @@
 //! * [`procfs`]: memory, descriptors and TCP states of httpd's processes from /proc.
 //! * [`faults`], [`framebackend`]: scripted raw-TCP backends, on [`rawbackend`]'s accept loop.
 //! * [`need`]: skip guards; [`tunnels`]: opening and counting tunnels (the cap, mod_status);
-//!   [`notes`]: the module's request notes in a log.
+//!   [`notes`]: the module's request notes in a log; [`tunnellog`]: `ProxyWebsocketTunnelLog`'s
+//!   records; [`handover`]: httpds for tunnels handed to the child's reactor.
 //!
 //! Every network operation has a timeout ([`IO_TIMEOUT`]) so that no test can hang, whatever
 //! httpd does.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod faults;
 pub mod framebackend;
 pub mod h2ws;
+pub mod handover;
 pub mod httpd;
 pub mod need;
 pub mod net;
@@ -27,6 +29,7 @@ pub mod observe;
 pub mod pki;
 pub mod procfs;
 pub mod rawbackend;
+pub mod tunnellog;
 pub mod tunnels;
 pub mod ws;
 
@@ -103,18 +106,10 @@ pub fn flood_message(i: u64, size: usize) -> Vec<u8> {
     m
 }
 
-/// An httpd with a mod_ssl vhost on the extra port `TLS_PORT` whose `/ws/` goes to the TLS
-/// backend on `backend_port` (`wss://localhost`, verified against the test CA): TLS on both
-/// sides of the tunnel, both endpoints filtered. Reach it with
-/// `h.tls_target(h.port_of("TLS_PORT"))`.
-pub fn start_tls_both_sides(pki: &Pki, backend_port: u16) -> Httpd {
-    Httpd::builder()
-        .module("ssl")
-        .pki(pki)
-        .listen("TLS_PORT")
-        .var("BACKEND_PORT", backend_port)
-        .config(
-            r#"
+/// A mod_ssl vhost on the extra port `TLS_PORT` (add `.module("ssl")` and `.listen("TLS_PORT")`)
+/// whose `/ws/` goes to `{SCHEME}://localhost:{BACKEND_PORT}/`; a wss:// backend is verified
+/// against the test CA. Reach it with `h.tls_target(h.port_of("TLS_PORT"))`.
+pub const TLS_FRONT: &str = r#"
 <VirtualHost 127.0.0.1:{TLS_PORT}>
     ServerName localhost
     SSLEngine on
@@ -123,9 +118,19 @@ pub fn start_tls_both_sides(pki: &Pki, backend_port: u16) -> Httpd {
     SSLProxyEngine on
     SSLProxyVerify require
     SSLProxyCACertificateFile "{CA}"
-    ProxyPass /ws/ wss://localhost:{BACKEND_PORT}/
+    ProxyPass /ws/ {SCHEME}://localhost:{BACKEND_PORT}/
 </VirtualHost>
-"#,
-        )
+"#;
+
+/// An httpd with [`TLS_FRONT`] whose `/ws/` goes to the TLS backend on `backend_port`
+/// (`wss://localhost`): TLS on both sides of the tunnel, both endpoints filtered.
+pub fn start_tls_both_sides(pki: &Pki, backend_port: u16) -> Httpd {
+    Httpd::builder()
+        .module("ssl")
+        .pki(pki)
+        .listen("TLS_PORT")
+        .var("BACKEND_PORT", backend_port)
+        .var("SCHEME", "wss")
+        .config(TLS_FRONT)
         .start()
 }

@@ -1,6 +1,7 @@
 //! Opening tunnels and counting them, for the tests of `ProxyWebsocketMaxTunnels` and of the
 //! counts mod_status shows (`WebSocketTunnels`, `WebSocketTunnelsTotal`,
-//! `WebSocketTunnelsRefused`): configuration snippets, tunnels that must open or must be refused
+//! `WebSocketTunnelsRefused`, and the split `WebSocketTunnelsThreaded` / `WebSocketTunnelsAsync`):
+//! configuration snippets, tunnels that must open or must be refused
 //! by the cap, the three counts from `/server-status?auto`, and what the backend received.
 //!
 //! Every wait is bounded by [`WAIT`].
@@ -182,6 +183,36 @@ pub fn wait_open(t: &Target, open: u64) -> Result<Counts, Counts> {
         (last.0 == open).then_some(last)
     })
     .ok_or(last)
+}
+
+/// (threaded, handed over): `WebSocketTunnelsThreaded`, `WebSocketTunnelsAsync`, the open
+/// tunnels on a worker thread and those handed to the children's reactors.
+pub type Split = (u64, u64);
+
+/// The split of the open tunnels from `/server-status?auto`; panics without it.
+pub fn split(t: &Target) -> Split {
+    let m = status_auto(t, "/server-status").unwrap();
+    let get = |k: &str| {
+        status_num(&m, k).unwrap_or_else(|| panic!("no {k} in /server-status?auto: {m:?}"))
+    };
+    (
+        get("WebSocketTunnelsThreaded"),
+        get("WebSocketTunnelsAsync"),
+    )
+}
+
+/// Wait (at most [`WAIT`]) until the split is `want` (threaded, handed over); fails the test
+/// otherwise.
+pub fn wait_split(t: &Target, want: Split) {
+    let mut last = (0, 0);
+    let ok = crate::wait_for(WAIT, || {
+        last = split(t);
+        (last == want).then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "(threaded, handed over): want {want:?}, have {last:?}"
+    );
 }
 
 /// Request lines the backend received for exactly `path`.

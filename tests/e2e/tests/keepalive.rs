@@ -6,8 +6,9 @@
 //!   (`wstunnel-end=ping-timeout`).
 //! * `ProxyWebsocketIdleTimeout <s>` on a WebSocket tunnel: Close 1001 to both sides, then the
 //!   end (`wstunnel-end=idle`).
-//! * Notes `wstunnel-client-messages`, `wstunnel-backend-messages`,
-//!   `wstunnel-client-close-code`, `wstunnel-backend-close-code`.
+//! * The tunnel's messages each way, close codes and end reason, as `ProxyWebsocketTunnelLog`
+//!   records them on both paths (handed-over tunnels have no request left for notes when
+//!   they end; the notes of threaded tunnels: tests/notes.rs).
 //! * `ProxyWebsocketDrain <s>`: on a graceful restart every old-generation tunnel gets Close
 //!   1001 at a random moment within the window; old children are gone after it. Without the
 //!   directive tunnels survive a graceful restart.
@@ -27,9 +28,9 @@ use wst_e2e::{Browser, Httpd, RawClient, Target, UpgradeRequest, WsClient, WstEc
 const WAIT: Duration = Duration::from_secs(10);
 const LIFETIME: Duration = Duration::from_secs(30);
 
-const NOTES: &str = "LogFormat \"%{wstunnel-client-messages}n|%{wstunnel-backend-messages}n|\
-%{wstunnel-client-close-code}n|%{wstunnel-backend-close-code}n|%{wstunnel-end}n|%>s|%r\" wstka\n\
-CustomLog \"{DIR}/logs/notes.log\" wstka\n";
+/// One record per tunnel when it ends: client messages, backend messages, client close code,
+/// backend close code, end reason, path.
+const NOTES: &str = "ProxyWebsocketTunnelLog \"{DIR}/logs/notes.log\" \"%m|%M|%c|%C|%r|%U\"\n";
 
 fn ours() -> bool {
     if Httpd::flavor().wst_is_stock {
@@ -48,12 +49,12 @@ fn notes_lines(h: &Httpd) -> Vec<String> {
         .collect()
 }
 
-/// The notes line for `path` (waits for it): fields client-msgs, backend-msgs, client-close,
-/// backend-close, end, status, request.
+/// The record of the tunnel to `path` (waits for it): fields client-msgs, backend-msgs,
+/// client-close, backend-close, end, path.
 fn wait_notes(h: &Httpd, path: &str) -> Vec<String> {
-    let needle = format!("GET {path} ");
+    let needle = format!("|{path}");
     let line = wst_e2e::wait_for(WAIT, || {
-        notes_lines(h).into_iter().find(|l| l.contains(&needle))
+        notes_lines(h).into_iter().find(|l| l.ends_with(&needle))
     })
     .unwrap_or_else(|| panic!("no notes line for {path}: {:?}", notes_lines(h)));
     line.split('|').map(str::to_string).collect()
@@ -449,7 +450,7 @@ fn close_handshake_then_backend_fin_ends_tunnel_promptly() {
     let line = wst_e2e::wait_for(Duration::from_secs(2), || {
         notes_lines(&h)
             .into_iter()
-            .find(|l| l.contains("GET /ws/handshake "))
+            .find(|l| l.ends_with("|/ws/handshake"))
     });
     eprintln!(
         "{:?} after the Close: backend end {:?}, notes {line:?}",

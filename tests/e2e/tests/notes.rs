@@ -4,6 +4,11 @@
 //! (client, backend, none) and `wstunnel-end` (closed, idle); no notes for a request that is no
 //! tunnel. On a TLS front: tests/allow_origin.rs (`origin_same_and_notes_on_tls_front`).
 //!
+//! These are the notes of tunnels that keep their worker (`ProxyWebsocketAsync Off` here,
+//! whatever `WST_ASYNC` says): a tunnel handed to the child's reactor is logged at the
+//! hand-over, before it has figures, with `wstunnel-end=handed-over` only (the last test); its
+//! figures go to `ProxyWebsocketTunnelLog` (tests/async_relay.rs).
+//!
 //! Only meaningful for this module: with the stock module every test says SKIP.
 
 use std::time::{Duration, Instant};
@@ -24,6 +29,7 @@ ProxyPass /ws/ ws://127.0.0.1:{BACKEND_PORT}/
 
 fn notes_httpd(b: &WstEcho) -> Httpd {
     Httpd::builder()
+        .async_tunnels(false)
         .var("BACKEND_PORT", b.port())
         .config(NOTES_LOG)
         .config(ROUTES)
@@ -205,4 +211,33 @@ fn notes_idle_end_and_no_notes_without_a_tunnel() {
     assert_eq!(r.status, 200);
     let line = notes_line(&h, |l| l.ends_with("|GET /ws/plain HTTP/1.1")).unwrap();
     assert!(line.starts_with("-|-|-|-|-|200|"), "{line}");
+}
+
+/// A tunnel handed to the child's reactor is logged when it leaves its worker, while it is
+/// open: `wstunnel-end=handed-over`, no figures yet (they go to ProxyWebsocketTunnelLog).
+#[test]
+fn notes_of_a_handed_over_tunnel() {
+    if !need::ours() {
+        return;
+    }
+    let b = WstEcho::start();
+    let h = Httpd::builder()
+        .async_tunnels(true)
+        .var("BACKEND_PORT", b.port())
+        .config(NOTES_LOG)
+        .config(ROUTES)
+        .start();
+    let mut c = raw_tunnel(&h.target(), "/ws/echo/handed-over");
+    let n = notes_for(&h, "/ws/echo/handed-over");
+    assert_eq!(
+        (n.end.as_str(), n.status.as_str(), n.client_bytes.as_str()),
+        ("handed-over", "101", "-"),
+        "{n:?}"
+    );
+    let f = client_frame(OP_TEXT, b"still open");
+    c.send(&f).unwrap();
+    assert_eq!(
+        c.read_exact_bytes(f.len() - 4).unwrap(),
+        server_frame(OP_TEXT, b"still open")
+    );
 }

@@ -28,19 +28,6 @@ fn exercise(t: &Target) {
     }
 }
 
-const FRONT_TLS: &str = r#"
-<VirtualHost 127.0.0.1:{TLS_PORT}>
-    ServerName localhost
-    SSLEngine on
-    SSLCertificateFile "{CERT}"
-    SSLCertificateKeyFile "{KEY}"
-    SSLProxyEngine on
-    SSLProxyVerify require
-    SSLProxyCACertificateFile "{CA}"
-    ProxyPass /ws/ {SCHEME}://localhost:{BACKEND_PORT}/
-</VirtualHost>
-"#;
-
 fn front_tls(backend: &WstEcho, pki: &Pki) -> Httpd {
     Httpd::builder()
         .module("ssl")
@@ -48,7 +35,7 @@ fn front_tls(backend: &WstEcho, pki: &Pki) -> Httpd {
         .listen("TLS_PORT")
         .var("SCHEME", if backend.is_tls() { "wss" } else { "ws" })
         .var("BACKEND_PORT", backend.port())
-        .config(FRONT_TLS)
+        .config(wst_e2e::TLS_FRONT)
         .start()
 }
 
