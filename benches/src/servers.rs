@@ -706,7 +706,8 @@ fn httpd_conf(env: &Env, kind: Kind, d: &Path, port: u16, tls_port: u16, st: &Se
         c.push_str("ProxyWebsocketFallbackToProxyHttp Off\n");
     }
     // Only once the module knows the directive (httpd refuses unknown ones).
-    if env.async_ok && kind.is_ours() {
+    // (ours-alt: as its module does by default, whatever it is.)
+    if env.async_ok && matches!(kind, Kind::Ours | Kind::OursAsync) {
         let _ = writeln!(c, "ProxyWebsocketAsync {}", if kind == Kind::OursAsync { "On" } else { "Off" });
     }
     let (s, t) = (sz.servers, sz.threads);
