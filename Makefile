@@ -8,7 +8,7 @@
 #                      WST_ASYNC=off: on the threaded path (ProxyWebsocketAsync Off everywhere)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
 #   make bench         ours (async and threaded) vs stock, nginx, HAProxy, direct, and the tunnel climb
-#                      under event and prefork (~13 min; BENCH_QUICK=1: ~4 min; benches/README.md)
+#                      under event and prefork (~12 min; BENCH_QUICK=1: ~3 min; benches/README.md)
 #   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it);
 #                      with APXS=<a 32-bit httpd's apxs>, built against that httpd
 #   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)

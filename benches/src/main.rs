@@ -709,7 +709,7 @@ fn write_results(o: &Opts, p: &Plan, env: &Env, res: &Results, took: Duration) -
             let _ = writeln!(md, "- {}", f.replace('\n', " "));
         }
     }
-    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `make bench` takes about 13 minutes, `BENCH_QUICK=1 make bench` about 4). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
+    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `make bench` takes about 12 minutes, `BENCH_QUICK=1 make bench` about 3). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
     let w = |name: &str, s: &str| {
         let p = o.out.join(name);
         std::fs::write(&p, s).map_err(|e| format!("{}: {e}", p.display()))
