@@ -7,7 +7,8 @@
 #   make e2e           the end-to-end suite only (HTTPD=/path/to/httpd APXS=/path/to/apxs);
 #                      WST_ASYNC=off: on the threaded path (ProxyWebsocketAsync Off everywhere)
 #   make demo          build, then run a local httpd + websocketd and show messages flowing
-#   make bench         ours vs stock (default and legacy paths), nginx, HAProxy, direct (~8 min; BENCH_QUICK=1: ~1.5 min)
+#   make bench         ours (async and threaded) vs stock, nginx, HAProxy, direct, and the tunnel climb
+#                      under event and prefork (~12 min; BENCH_QUICK=1: ~3 min; benches/README.md)
 #   make i686          build/i686/mod_proxy_wstunnel.so (scripts/setup-i686.sh prepares it);
 #                      with APXS=<a 32-bit httpd's apxs>, built against that httpd
 #   make rpm           EL RPMs (x86_64, i686, SRPM) and a yum repository in build/rpm (packaging/README.md)
@@ -101,8 +102,11 @@ test: $(SO)
 demo: $(SO)
 	sh demo/run.sh
 
-bench: $(SO)
-	cd benches && HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) run --release -- run --module $(CURDIR)/$(SO)
+# BENCH_MODULE=/path/mod_proxy_wstunnel.so benches a module built elsewhere
+# (then nothing is built here); BENCH_QUICK=1 is the short run.
+BENCH_MODULE ?=
+bench: $(if $(BENCH_MODULE),,$(SO))
+	cd benches && HTTPD=$(HTTPD) APXS=$(APXS) $(CARGO) run --release -- run --module $(if $(BENCH_MODULE),$(BENCH_MODULE),$(CURDIR)/$(SO))
 
 clean:
 	rm -rf $(BUILD) target tests/e2e/target benches/target tools/contract-gen/target

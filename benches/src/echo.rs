@@ -17,27 +17,60 @@ pub fn ws_config() -> WebSocketConfig {
     c
 }
 
-/// Serve on 127.0.0.1:`port` until killed (the driver kills it).
-pub fn serve(port: u16) -> ! {
+/// For the capacity climb (tens of thousands of idle connections per
+/// process): 4 KiB read buffers instead of tungstenite's 128 KiB, writes
+/// unbuffered; messages there are 64 bytes.
+pub fn small_ws_config() -> WebSocketConfig {
+    let mut c = ws_config();
+    c.read_buffer_size = 4096;
+    c.write_buffer_size = 0;
+    c
+}
+
+/// Serve on 127.0.0.1:`port` (and every further port) until killed (the
+/// driver kills it). `small`: [`small_ws_config`] for the climb.
+pub fn serve(ports: &[u16], small: bool) -> ! {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("runtime: {e}")));
+    let cfg = if small { small_ws_config() } else { ws_config() };
     rt.block_on(async move {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let l = TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
-        loop {
-            match l.accept().await {
-                Ok((s, _)) => {
-                    tokio::spawn(conn(s));
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
+        let mut ls = Vec::new();
+        for &port in ports {
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            // A deep backlog: the climb connects hundreds at a time.
+            let l = tokio::net::TcpSocket::new_v4()
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)?;
+                    s.listen(4096)
+                })
+                .unwrap_or_else(|e| fail(&format!("listen {addr}: {e}")));
+            ls.push(l);
         }
+        let mut tasks = Vec::new();
+        for l in ls {
+            tasks.push(tokio::spawn(accept_loop(l, cfg)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        fail("listeners ended")
     })
+}
+
+async fn accept_loop(l: TcpListener, cfg: WebSocketConfig) {
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => {
+                tokio::spawn(conn(s, cfg));
+            }
+            // EMFILE and the like: wait, never spin.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
 }
 
 fn fail(msg: &str) -> ! {
@@ -45,9 +78,9 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1)
 }
 
-async fn conn(s: TcpStream) {
+async fn conn(s: TcpStream, cfg: WebSocketConfig) {
     let _ = s.set_nodelay(true);
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(s, Some(ws_config())).await
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(s, Some(cfg)).await
     else {
         return;
     };

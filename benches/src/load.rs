@@ -19,6 +19,21 @@ use tokio_tungstenite::WebSocketStream;
 pub struct Dest {
     pub port: u16,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Request path ("/ws" unless the target routes several).
+    pub path: String,
+    /// Source address to connect from (the climb spreads clients over
+    /// 127.0.0.0/8 to stay clear of the ephemeral port range).
+    pub src: Option<std::net::Ipv4Addr>,
+    /// TCP connect + TLS + WebSocket handshake.
+    pub connect_timeout: Duration,
+    /// Small buffers (the climb: tens of thousands per process).
+    pub small: bool,
+}
+
+impl Dest {
+    pub fn new(port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> Dest {
+        Dest { port, tls, path: "/ws".into(), src: None, connect_timeout: CONNECT_TIMEOUT, small: false }
+    }
 }
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -29,15 +44,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn connect(d: &Dest) -> Result<Ws, String> {
-    timeout(CONNECT_TIMEOUT, connect_inner(d))
+    timeout(d.connect_timeout, connect_inner(d))
         .await
         .map_err(|_| "connect: timeout".to_string())?
 }
 
 async fn connect_inner(d: &Dest) -> Result<Ws, String> {
-    let s = TcpStream::connect(("127.0.0.1", d.port))
-        .await
-        .map_err(|e| format!("connect 127.0.0.1:{}: {e}", d.port))?;
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], d.port).into();
+    let s = match d.src {
+        None => TcpStream::connect(to).await,
+        Some(ip) => {
+            let sock = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            // The port is chosen at connect (by the whole 4-tuple), not at bind.
+            {
+                use std::os::fd::AsRawFd;
+                let one: libc::c_int = 1;
+                // SAFETY: a valid socket and a c_int option value.
+                unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        libc::IPPROTO_IP,
+                        libc::IP_BIND_ADDRESS_NO_PORT,
+                        &one as *const libc::c_int as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            }
+            sock.bind((ip, 0).into()).map_err(|e| format!("bind {ip}: {e}"))?;
+            sock.connect(to).await
+        }
+    }
+    .map_err(|e| format!("connect 127.0.0.1:{}: {e}", d.port))?;
     let _ = s.set_nodelay(true);
     let (io, scheme): (Box<dyn Io>, &str) = match &d.tls {
         None => (Box::new(s), "ws"),
@@ -53,9 +90,10 @@ async fn connect_inner(d: &Dest) -> Result<Ws, String> {
             (Box::new(t), "wss")
         }
     };
-    let url = format!("{scheme}://127.0.0.1:{}/ws", d.port);
+    let url = format!("{scheme}://127.0.0.1:{}{}", d.port, d.path);
+    let cfg = if d.small { crate::echo::small_ws_config() } else { crate::echo::ws_config() };
     let (ws, _) =
-        tokio_tungstenite::client_async_with_config(url, io, Some(crate::echo::ws_config()))
+        tokio_tungstenite::client_async_with_config(url, io, Some(cfg))
             .await
             .map_err(|e| format!("WebSocket handshake: {e}"))?;
     Ok(ws)
@@ -169,18 +207,6 @@ pub async fn open_idle(
         remaining -= k;
     }
     (opened, None)
-}
-
-/// Check every `step`-th held tunnel with an echo; the number that failed.
-pub async fn verify_held(held: &mut [Ws], step: usize) -> usize {
-    let p = payload(64, 6);
-    let mut bad = 0;
-    for ws in held.iter_mut().step_by(step.max(1)) {
-        if echo_once(ws, &p).await.is_err() {
-            bad += 1;
-        }
-    }
-    bad
 }
 
 // ---------------------------------------------------------------------------

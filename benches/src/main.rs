@@ -13,6 +13,7 @@
 //! BENCH_QUICK=1 is --quick. Needs: apache2, nginx (nginx-light), haproxy,
 //! fonts-dejavu-core (the chart's font). Installs nothing.
 
+mod climb;
 mod echo;
 mod load;
 mod pki;
@@ -37,16 +38,27 @@ struct Opts {
     works: Option<Vec<String>>,
     no_mem: bool,
     no_perf: bool,
+    no_climb: bool,
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("echo") {
-        let port = args.get(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-            eprintln!("usage: wst-bench echo PORT");
+        // wst-bench echo PORT[,PORT...] [small]
+        let ports: Vec<u16> = args
+            .get(1)
+            .map(|p| p.split(',').filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_default();
+        if ports.is_empty() {
+            eprintln!("usage: wst-bench echo PORT[,PORT...] [small]");
             std::process::exit(2)
-        });
-        echo::serve(port);
+        }
+        raise_nofile();
+        echo::serve(&ports, args.get(2).map(String::as_str) == Some("small"));
+    }
+    if args.first().map(String::as_str) == Some("hold") {
+        raise_nofile();
+        climb::hold();
     }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     if args.first().map(String::as_str) == Some("chart") {
@@ -70,6 +82,7 @@ fn main() {
         works: None,
         no_mem: false,
         no_perf: false,
+        no_climb: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -83,6 +96,7 @@ fn main() {
             "--works" => o.works = it.next().map(|v| v.split(',').map(String::from).collect()),
             "--no-mem" => o.no_mem = true,
             "--no-perf" => o.no_perf = true,
+            "--no-climb" => o.no_climb = true,
             _ => {
                 eprintln!("usage: wst-bench [run] [--quick] [--module PATH] [--out DIR] [--rounds N]");
                 std::process::exit(2)
@@ -135,6 +149,14 @@ struct Plan {
     mem_rounds: usize,
     idle_tunnels: usize,
     cap_sizing: Sizing,
+    /// The climb: tunnels to reach under Debian's event sizing and under
+    /// prefork with 256 processes, per step, parallel handshakes per client
+    /// process, how long the tunnels are held before the echo on all.
+    climb_event: usize,
+    climb_prefork: usize,
+    climb_step: usize,
+    climb_hold: Duration,
+    climb_deadline: Duration,
 }
 
 fn plan(o: &Opts) -> Plan {
@@ -146,8 +168,13 @@ fn plan(o: &Opts) -> Plan {
             tp_dur: Duration::from_millis(600),
             slices: 3,
             mem_rounds: 1,
-            idle_tunnels: 300,
-            cap_sizing: Sizing { servers: 4, threads: 150 },
+            idle_tunnels: 500,
+            cap_sizing: Sizing::event(4, 150),
+            climb_event: env_usize("BENCH_CLIMB_EVENT", 3000),
+            climb_prefork: env_usize("BENCH_CLIMB_PREFORK", 1500),
+            climb_step: 500,
+            climb_hold: Duration::from_secs(2),
+            climb_deadline: Duration::from_secs(60),
         }
     } else {
         Plan {
@@ -156,9 +183,14 @@ fn plan(o: &Opts) -> Plan {
             rt_dur: Duration::from_millis(1500),
             tp_dur: Duration::from_millis(1500),
             slices: 6,
-            mem_rounds: 3,
-            idle_tunnels: 1000,
-            cap_sizing: Sizing { servers: 16, threads: 256 },
+            mem_rounds: 2,
+            idle_tunnels: 3000,
+            cap_sizing: Sizing::event(16, 256),
+            climb_event: env_usize("BENCH_CLIMB_EVENT", 20_000),
+            climb_prefork: env_usize("BENCH_CLIMB_PREFORK", 10_000),
+            climb_step: 1000,
+            climb_hold: Duration::from_secs(env_usize("BENCH_CLIMB_HOLD", 5) as u64),
+            climb_deadline: Duration::from_secs(150),
         }
     }
 }
@@ -202,9 +234,10 @@ fn run(o: &Opts) -> Result<(), String> {
         if o.quick { ", QUICK" } else { "" }
     );
     let mut missing = Vec::new();
-    let kinds: Vec<Kind> = [Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy, Kind::OursAlt]
+    let kinds: Vec<Kind> = [Kind::OursAsync, Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy, Kind::OursAlt]
         .into_iter()
         .filter(|k| *k != Kind::OursAlt || env.alt_so.is_some())
+        .filter(|k| *k != Kind::OursAsync || env.async_ok)
         .filter(|k| o.targets.as_ref().is_none_or(|t| t.iter().any(|n| n == k.name())))
         .filter(|k| {
             let ok = env.has(*k);
@@ -215,12 +248,18 @@ fn run(o: &Opts) -> Result<(), String> {
         })
         .collect();
     let mut res = Results::default();
+    res.async_note = format!("ours-async: {} ({})", if env.async_ok { "measured" } else { "not measured" }, env.async_why);
+    eprintln!("wst-bench: {}", res.async_note);
+    for (k, v) in climb::limits() {
+        eprintln!("wst-bench: {k} = {v}");
+        res.limits.push((k, v));
+    }
     if !missing.is_empty() {
         res.failures.push(format!("not installed, skipped: {}", missing.join(", ")));
     }
 
     // ---- Phase 1: latency and throughput, interleaved and repeated ----
-    let perf = Sizing { servers: 2, threads: 64 };
+    let perf = Sizing::event(2, 64);
     let mut running: Vec<Server> = Vec::new();
     for &k in kinds.iter().filter(|_| !o.no_perf) {
         running.push(Server::start(&env, k, backend.port, &pki, perf)?);
@@ -273,7 +312,7 @@ fn run(o: &Opts) -> Result<(), String> {
                     Some(s) => s.port,
                     None => backend.port,
                 };
-                targets.push((name, server, Dest { port, tls: tls_needed.then(|| tls.clone()) }));
+                targets.push((name, server, Dest::new(port, tls_needed.then(|| tls.clone()))));
             }
             let nt = targets.len().max(1);
             match w {
@@ -383,10 +422,8 @@ fn run(o: &Opts) -> Result<(), String> {
     }
 
     // ---- Phase 2: memory per idle tunnel, then how many tunnels one server holds ----
-    let cap = p.cap_sizing.slots() as usize;
     let mem_rounds = if o.no_mem { 0 } else { p.mem_rounds };
     for round in 0..mem_rounds {
-        let last = round + 1 == p.mem_rounds;
         let n = kinds.len();
         for i in 0..n {
             let Some(&k) = kinds.get((i + round) % n) else { continue };
@@ -398,11 +435,11 @@ fn run(o: &Opts) -> Result<(), String> {
                     continue;
                 }
             };
-            let dest = Dest { port: s.port, tls: None };
+            let dest = Dest::new(s.port, None);
             // Warm up (code pages, allocators' first blocks: one-time costs,
             // not per tunnel), close, then measure with none open.
             let mut warm = Vec::new();
-            let _ = rt.block_on(load::open_idle(&dest, 100, 50, &mut warm));
+            let _ = rt.block_on(load::open_idle(&dest, env_usize("BENCH_MEM_WARM", 100), 50, &mut warm));
             drop(warm);
             std::thread::sleep(Duration::from_millis(1000));
             let rss0 = settle_rss(&s);
@@ -431,39 +468,6 @@ fn run(o: &Opts) -> Result<(), String> {
                     res.failures.push(format!("{}: {open0} connections to the backend still open after the warm-up tunnels closed", k.name()));
                 }
             }
-            if last && err.is_none() {
-                // Up to the configured capacity, 250 at a time; stop at the first failure.
-                let deadline = Instant::now() + Duration::from_secs(if o.quick { 20 } else { 60 });
-                let mut error = None;
-                while held.len() < cap && Instant::now() < deadline {
-                    let want = (cap - held.len()).min(250);
-                    let (_, e) = rt.block_on(load::open_idle(&dest, want, 50, &mut held));
-                    if e.is_some() {
-                        // Once more after a pause (a slot may still be
-                        // finishing an earlier connection), then stop.
-                        std::thread::sleep(Duration::from_secs(2));
-                        let want = (cap - held.len()).min(10);
-                        let (_, e2) = rt.block_on(load::open_idle(&dest, want, 10, &mut held));
-                        if e2.is_some() {
-                            error = e2;
-                            break;
-                        }
-                    }
-                }
-                let bad = rt.block_on(load::verify_held(&mut held, 10));
-                let total = held.len();
-                res.add("max_tunnels", k.name(), round, total as f64);
-                res.capped.insert(k.name().to_string(), error.is_none() && total >= cap);
-                eprintln!(
-                    "  max_tunnels {:<13} {total} held (cap {cap}){}{}",
-                    k.name(),
-                    error.map_or(String::new(), |e| format!(", next failed: {e}")),
-                    if bad > 0 { format!(", {bad} sampled tunnels broken") } else { String::new() }
-                );
-                if bad > 0 {
-                    res.failures.push(format!("{}: {bad} held tunnels failed their echo", k.name()));
-                }
-            }
             drop(held);
             std::thread::sleep(Duration::from_millis(300));
             s.stop();
@@ -471,8 +475,178 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     backend.stop();
 
+    // ---- Phase 3: the climb: open idle tunnels one server holds ----
+    if !o.no_climb {
+        run_climbs(o, &p, &env, &pki, &kinds, &mut res, started);
+    }
+
     write_results(o, &p, &env, &res, started.elapsed())?;
     Ok(())
+}
+
+/// Wait (at most `max`) while the machine's 1-minute load says someone
+/// else is mid-test: the climb is heavy and its figures are absolute.
+fn wait_quiet(max: Duration) {
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    };
+    let until = Instant::now() + max;
+    let mut said = false;
+    while load() > 3.0 && Instant::now() < until {
+        if !said {
+            eprintln!("  load average {:.2}: waiting up to {} s for the machine to quiet down", load(), max.as_secs());
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn run_climbs(o: &Opts, p: &Plan, env: &Env, pki: &pki::Pki, kinds: &[Kind], res: &mut Results, started: Instant) {
+    let quick = o.quick;
+    // (metric, sizing, cap, targets)
+    let event = Sizing::event(6, 25); // Debian: ThreadsPerChild 25, MaxRequestWorkers 150
+    let prefork = Sizing { servers: 256, threads: 1, prefork: true };
+    let legs: [(&str, Sizing, usize, &[Kind]); 2] = [
+        ("climb_event", event, p.climb_event, &[Kind::OursAsync, Kind::Ours, Kind::StockDefault, Kind::Nginx, Kind::Haproxy]),
+        ("climb_prefork", prefork, p.climb_prefork, &[Kind::OursAsync, Kind::Ours, Kind::StockDefault]),
+    ];
+    let mut leg_no = 0u8;
+    for (metric, sz, cap, targets) in legs {
+        for &k in targets.iter().filter(|k| kinds.contains(k)) {
+            leg_no += 1;
+            // Once, before the first climb: give a test of someone else's
+            // on this shared machine a chance to finish.
+            if leg_no == 1 {
+                wait_quiet(Duration::from_secs(if quick { 10 } else { 45 }));
+            }
+            eprintln!("{metric}: {} ({}, cap {cap}) ({:.0} s)", k.name(), sz.mpm(), started.elapsed().as_secs_f64());
+            // Backends: one echo process per 5,000 tunnels (at least 2),
+            // 2 listeners each, one route per listener.
+            let nb = cap.div_ceil(5000).max(2);
+            let mut backends = Vec::new();
+            let mut routes = Vec::new();
+            let mut ok = true;
+            for b in 0..nb {
+                let ports: Vec<u16> = (0..2).filter_map(|_| servers::free_port().ok()).collect();
+                for &pt in &ports {
+                    routes.push((format!("/ws{}", routes.len()), pt));
+                }
+                match servers::start_backends(&ports, true) {
+                    Ok(s) => backends.push(s),
+                    Err(e) => {
+                        fail(res, metric, k.name(), &format!("backend {b}: {e}"));
+                        ok = false;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let backend_ports: Vec<u16> = routes.iter().map(|r| r.1).collect();
+            let paths: Vec<String> = routes.iter().map(|r| r.0.clone()).collect();
+            let setup = servers::Setup {
+                routes,
+                sz,
+                peer_tunnels: cap as u32,
+                nginx_workers: if cap > 8000 { 4 } else { 2 },
+                haproxy_procs: (cap as u32).div_ceil(8000).max(1),
+            };
+            let server = match Server::start_with(env, k, &setup, pki) {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(res, metric, k.name(), &e);
+                    continue;
+                }
+            };
+            // Client processes: one per 5,000 tunnels (+1), each from its
+            // own source address.
+            let nh = cap.div_ceil(5000) + 1;
+            let mut holders = Vec::new();
+            for h in 0..nh {
+                let src = std::net::Ipv4Addr::new(127, 10 + leg_no, h as u8 + 1, 1);
+                match climb::Holder::spawn(src) {
+                    Ok(x) => holders.push(x),
+                    Err(e) => fail(res, metric, k.name(), &e),
+                }
+            }
+            let plan = climb::ClimbPlan {
+                cap,
+                step: p.climb_step,
+                parallel: 64,
+                connect_timeout: Duration::from_secs(5),
+                hold: p.climb_hold,
+                deadline: p.climb_deadline,
+            };
+            let c = climb::climb(&server, server.port, &paths, &backend_ports, &mut holders, &plan);
+            drop(holders);
+            let (log_n, log_first) = server.log_errors();
+            let per = if c.held > 0 { (c.rss_top as f64 - c.rss0 as f64) / c.held as f64 } else { f64::NAN };
+            eprintln!(
+                "  {metric:<14} {:<14} {} held in {:.1} s{}; echo after {} s: {} failed; RSS {} → {} KiB ({per:.1} KiB/tunnel); fds {} → {} → {} after close; top processes' fds {:?}; CLOSE_WAIT {} backend conns left {}; error-log lines {log_n}",
+                k.name(),
+                c.held,
+                c.secs,
+                c.stopped.as_ref().map_or(String::from(" (cap reached)"), |e| format!(", stopped: {e}")),
+                p.climb_hold.as_secs(),
+                c.echo_bad,
+                c.rss0,
+                c.rss_top,
+                c.fds0,
+                c.fds_top,
+                c.fds_after,
+                &c.spread[..c.spread.len().min(8)],
+                c.close_wait_after,
+                c.backend_open_after,
+            );
+            res.add(metric, k.name(), 0, c.held as f64);
+            res.capped.insert(format!("{metric}:{}", k.name()), c.stopped.is_none() && c.held >= cap);
+            if c.held > 0 {
+                res.add(&format!("{metric}_mem"), k.name(), 0, per);
+            }
+            let ours = k.is_ours();
+            if c.echo_bad > 0 {
+                res.failures.push(format!("{metric} {}: {} of {} held tunnels failed their echo after the hold ({})", k.name(), c.echo_bad, c.held, c.echo_err.clone().unwrap_or_default()));
+            }
+            if c.fds_after > c.fds0 + 8 {
+                res.failures.push(format!("{metric} {}: descriptors {} before the climb, {} after every tunnel closed (+{}, 15 s later)", k.name(), c.fds0, c.fds_after, c.fds_after - c.fds0));
+            }
+            if c.close_wait_after > 0 || c.backend_open_after > 0 {
+                res.failures.push(format!("{metric} {}: after every client closed, {} sockets in CLOSE_WAIT and {} backend connections still open", k.name(), c.close_wait_after, c.backend_open_after));
+            }
+            if log_n > 0 && ours {
+                res.failures.push(format!("{metric} {}: {log_n} error-level lines in the error log, first: {}", k.name(), log_first.join(" | ")));
+            }
+            if c.procs_top < c.procs0 {
+                res.failures.push(format!("{metric} {}: {} processes at the start, {} at the top", k.name(), c.procs0, c.procs_top));
+            }
+            res.climbs.push(report::ClimbRow {
+                metric: metric.to_string(),
+                target: k.name().to_string(),
+                mpm: format!("{} {}×{}", sz.mpm(), sz.servers, sz.threads),
+                cap,
+                held: c.held,
+                stopped: c.stopped.clone(),
+                secs: c.secs,
+                echo_bad: c.echo_bad,
+                kib_per: per,
+                fds: (c.fds0, c.fds_top, c.fds_after),
+                spread: c.spread.iter().take(6).copied().collect(),
+                leftover: (c.close_wait_after, c.backend_open_after),
+                log_errors: log_n,
+            });
+            server.stop();
+            for b in backends {
+                b.stop();
+            }
+        }
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn fail(res: &mut Results, what: &str, target: &str, e: &str) {
@@ -517,18 +691,25 @@ fn write_results(o: &Opts, p: &Plan, env: &Env, res: &Results, took: Duration) -
     use std::fmt::Write as _;
     let _ = writeln!(md, "## Performance\n");
     let _ = writeln!(md, "Measured {date} with `{}` ({} rounds, {:.0} s in all), on {cpus} shared cores, Linux {kernel}; {}; {nginx}; {haproxy}.\n", o.command, p.rounds, took.as_secs_f64(), env.httpd_version);
-    let _ = writeln!(md, "All traffic on 127.0.0.1: one load generator (tokio-tungstenite) and one echo backend (tokio-tungstenite) for every target. **ours**: httpd + this module; **stock-default**: the same httpd with Debian's mod_proxy_wstunnel and mod_proxy_http (which tunnels ws:// since 2.4.47); **stock-legacy**: the same with `ProxyWebsocketFallbackToProxyHttp Off` (the stock module's own tunnel); **nginx**, **haproxy**: Debian's, as peers; **direct**: the backend without a proxy. httpd runs the event MPM. In each round every workload runs on every target: all targets' connections stay open and the targets take turns in {} slices (order rotating), so that the shared machine's noise falls on all alike; a target's figure for the round is the median over its slices (latency: per-slice p50/p99). Cells are the median over rounds ± half their range; ratios are the median of per-round ratios (min–max). Throughput is echoed payload received back by the clients (10^6 B/s) with at most {} KiB in flight per connection; CPU is utime+stime of all the proxy's processes (/proc) per 10^9 B tunneled (both directions); memory is (RSS with {} open idle tunnels − RSS with none, after a warm-up) ÷ {}, all processes of the server; the tunnel count is how many one server held (each checked with an echo) under a configuration of {} × {} threads (nginx, HAProxy: that many connections).\n", p.slices, load::window_bytes() / 1024, p.idle_tunnels, p.idle_tunnels, p.cap_sizing.servers, p.cap_sizing.threads);
+    let _ = writeln!(md, "All traffic on loopback: one load generator (tokio-tungstenite) and echo backends (tokio-tungstenite) for every target. **ours-async**: httpd + this module with `ProxyWebsocketAsync On` (plain-socket tunnels leave their worker for the child's reactor); **ours (threaded)**: the same module with `ProxyWebsocketAsync Off` (before the directive existed: the module as built, which is threaded); **stock-default**: the same httpd with Debian's mod_proxy_wstunnel and mod_proxy_http (which tunnels ws:// since 2.4.47); **stock-legacy**: the same with `ProxyWebsocketFallbackToProxyHttp Off`; **nginx**, **haproxy**: Debian's, as peers; **direct**: the backend without a proxy. {}.\n", res.async_note);
+    let _ = writeln!(md, "Round trips, throughput, CPU (event MPM, 2 × 64 threads; nginx 2 workers; HAProxy 2 threads): in each round every workload runs on every target; all targets' connections stay open and the targets take turns in {} slices (order rotating), so that the shared machine's noise falls on all alike; a target's figure for the round is the median over its slices (latency: per-slice p50/p99). Cells are the median over rounds ± half their range; ratios are the median of per-round ratios (min–max); \"best of nginx/HAProxy\" is, per round, the better of the two. Throughput is echoed payload received back by the clients (10^6 B/s) with at most {} KiB in flight per connection; CPU is utime+stime of all the proxy's processes (/proc) per 10^9 B tunnelled (both directions). Memory: (RSS with {} open idle tunnels − RSS with none, after a warm-up) ÷ {}, all processes of the server, event {} × {} threads ({} rounds).\n", p.slices, load::window_bytes() / 1024, p.idle_tunnels, p.idle_tunnels, p.cap_sizing.servers, p.cap_sizing.threads, p.mem_rounds);
+    let _ = writeln!(md, "Climb: one fresh server per target; idle ws:// tunnels opened {} at a time (64 handshakes in flight per client process, 5 s handshake timeout), each checked with an echo, until the cap ({} event, {} prefork) or a step fails twice (the second time 10 tunnels after a 2 s pause); then held {} s and echoed on every tunnel; then all closed, and the server's descriptors, CLOSE_WAIT sockets and backend connections checked. httpd: Debian's event sizing (ThreadsPerChild 25, MaxRequestWorkers 150: 6 children, all started, none retired) and prefork with MaxRequestWorkers 256 (all 256 started, none retired). Each process here may hold at most 20,000 descriptors, so: clients in one process per 5,000 tunnels (+1), each from its own source address in 127.0.0.0/8; backends in one echo process per 5,000 tunnels (at least 2) with 2 listeners each, one route (/wsN) per listener; nginx with 4 workers (`reuseport`) and HAProxy as several processes on the same port (SO_REUSEPORT) above 8,000 tunnels, their connection limits set for the cap plus 30%. RSS/tunnel at the top = (RSS at the top − RSS before) ÷ tunnels, no warm-up.\n", p.climb_step, p.climb_event, p.climb_prefork, p.climb_hold.as_secs());
     let _ = writeln!(md, "{}", res.table());
-    let _ = writeln!(md, "![ours ÷ stock, per metric](benches/results/ratios.png)\n");
-    let _ = writeln!(md, "Targets (ratios to the stock module in the same run): {met} of {total} met.\n");
+    let _ = writeln!(md, "![ratios per metric](benches/results/ratios.png)\n");
+    let _ = writeln!(md, "Targets of issue 11, in this run: {met} of {total} met.\n");
     md.push_str(&goals);
+    let ct = res.climb_table();
+    if !ct.is_empty() {
+        let _ = writeln!(md, "\nThe climbs:\n\n{ct}");
+    }
+    let _ = writeln!(md, "\nLimits at the start: {}.", res.limits.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join("; "));
     if !res.failures.is_empty() {
         let _ = writeln!(md, "\nIncidents during the run:\n");
         for f in &res.failures {
             let _ = writeln!(md, "- {}", f.replace('\n', " "));
         }
     }
-    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `make bench` takes about 8 minutes, `BENCH_QUICK=1 make bench` is a 2-minute smoke run). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
+    let _ = writeln!(md, "\nReproduce: `{}` (needs apache2, nginx-light, haproxy, fonts-dejavu-core; `make bench` takes about 12 minutes, `BENCH_QUICK=1 make bench` about 3). Raw samples: `benches/results/latest-raw.tsv`.", o.command);
     let w = |name: &str, s: &str| {
         let p = o.out.join(name);
         std::fs::write(&p, s).map_err(|e| format!("{}: {e}", p.display()))
@@ -536,7 +717,7 @@ fn write_results(o: &Opts, p: &Plan, env: &Env, res: &Results, took: Duration) -
     w("latest.md", &md)?;
     w("latest-raw.tsv", &res.raw_tsv())?;
     let png = o.out.join("ratios.png");
-    if let Err(e) = report::chart(res, &png, &format!("mod_proxy_wstunnel (Rust) ÷ stock, {date}")) {
+    if let Err(e) = report::chart(res, &png, &format!("mod_proxy_wstunnel (Rust): ratios, {date}")) {
         eprintln!("wst-bench: chart not drawn: {e}");
     }
     println!("{md}");

@@ -27,6 +27,11 @@ pub enum Kind {
     Direct,
     /// A second build of the module (BENCH_ALT_MODULE), for A/B runs.
     OursAlt,
+    /// httpd + this module with `ProxyWebsocketAsync On`: plain-socket
+    /// tunnels leave their worker for the child's reactor (issue 11). Only
+    /// when the module knows the directive; `Ours` then runs with
+    /// `ProxyWebsocketAsync Off` (the threaded path).
+    OursAsync,
 }
 
 impl Kind {
@@ -39,10 +44,14 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::Direct => "direct",
             Kind::OursAlt => "ours-alt",
+            Kind::OursAsync => "ours-async",
         }
     }
     pub fn is_httpd(self) -> bool {
-        matches!(self, Kind::Ours | Kind::OursAlt | Kind::StockDefault | Kind::StockLegacy)
+        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::StockDefault | Kind::StockLegacy)
+    }
+    pub fn is_ours(self) -> bool {
+        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync)
     }
 }
 
@@ -56,6 +65,10 @@ pub struct Env {
     pub nginx: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub httpd_version: String,
+    /// The module knows `ProxyWebsocketAsync` (httpd -t accepts it).
+    pub async_ok: bool,
+    /// How async_ok was decided (for the results).
+    pub async_why: String,
 }
 
 impl Env {
@@ -94,7 +107,7 @@ impl Env {
                 .map(|d| Path::new(d).join(name))
                 .find(|p| p.exists())
         };
-        Ok(Env {
+        let mut env = Env {
             httpd,
             modules_dir,
             ours_so,
@@ -102,7 +115,59 @@ impl Env {
             nginx: find("nginx"),
             haproxy: find("haproxy"),
             httpd_version,
-        })
+            async_ok: false,
+            async_why: String::new(),
+        };
+        env.probe_async();
+        Ok(env)
+    }
+
+    /// Does httpd accept `ProxyWebsocketAsync On` with our module loaded?
+    /// (httpd refuses unknown directives, so the async rows and the
+    /// `ProxyWebsocketAsync Off` of the threaded row depend on it.)
+    /// BENCH_ASYNC=0 or 1 overrides the probe.
+    pub fn probe_async(&mut self) {
+        match std::env::var("BENCH_ASYNC").ok().as_deref() {
+            Some("0") => {
+                self.async_ok = false;
+                self.async_why = "BENCH_ASYNC=0".into();
+                return;
+            }
+            Some("1") => {
+                self.async_ok = true;
+                self.async_why = "BENCH_ASYNC=1".into();
+                return;
+            }
+            _ => {}
+        }
+        let Ok(dir) = tempfile::Builder::new().prefix("wst-bench-probe-").tempdir() else { return };
+        let d = dir.path();
+        let m = |n: &str| self.modules_dir.join(format!("mod_{n}.so")).display().to_string();
+        let conf = format!(
+            "ServerRoot \"{0}\"\nPidFile \"{0}/p.pid\"\nErrorLog \"{0}/e.log\"\nDefaultRuntimeDir \"{0}\"\nServerName 127.0.0.1\nListen 127.0.0.1:1\n\
+LoadModule mpm_event_module \"{1}\"\nLoadModule authz_core_module \"{2}\"\nLoadModule proxy_module \"{3}\"\nLoadModule proxy_wstunnel_module \"{4}\"\nProxyWebsocketAsync On\n",
+            d.display(),
+            m("mpm_event"),
+            m("authz_core"),
+            m("proxy"),
+            self.ours_so.display()
+        );
+        let path = d.join("probe.conf");
+        if fs::write(&path, conf).is_err() {
+            return;
+        }
+        match Command::new(&self.httpd).arg("-t").arg("-f").arg(&path).output() {
+            Ok(o) => {
+                self.async_ok = o.status.success();
+                let msg = String::from_utf8_lossy(&o.stderr);
+                self.async_why = if self.async_ok {
+                    "httpd -t accepts ProxyWebsocketAsync".into()
+                } else {
+                    format!("httpd -t refuses ProxyWebsocketAsync: {}", msg.lines().next().unwrap_or("").trim())
+                };
+            }
+            Err(e) => self.async_why = format!("httpd -t: {e}"),
+        }
     }
 
     pub fn has(&self, k: Kind) -> bool {
@@ -110,6 +175,7 @@ impl Env {
             Kind::Nginx => self.nginx.is_some(),
             Kind::Haproxy => self.haproxy.is_some(),
             Kind::OursAlt => self.alt_so.is_some(),
+            Kind::OursAsync => self.async_ok,
             _ => true,
         }
     }
@@ -130,11 +196,49 @@ pub fn env_or(name: &str, default: &str) -> String {
 pub struct Sizing {
     pub servers: u32,
     pub threads: u32,
+    /// Prefork (threads must be 1) instead of event.
+    pub prefork: bool,
 }
 
 impl Sizing {
+    pub const fn event(servers: u32, threads: u32) -> Sizing {
+        Sizing { servers, threads, prefork: false }
+    }
     pub fn slots(self) -> u32 {
         self.servers * self.threads
+    }
+    pub fn mpm(self) -> &'static str {
+        if self.prefork { "prefork" } else { "event" }
+    }
+}
+
+/// What a server is started with: its routes to the backend(s), httpd's
+/// sizing, and the peers' scale (connections they must allow, processes).
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// (path, backend port): `/ws` → one backend in the perf phase, `/wsN`
+    /// → N backend listeners in the climb.
+    pub routes: Vec<(String, u16)>,
+    pub sz: Sizing,
+    /// Tunnels nginx and HAProxy must allow (their connection limits).
+    pub peer_tunnels: u32,
+    /// nginx worker processes (2 on this 2-core machine; the climb needs
+    /// more, each worker being a process capped at 20,000 descriptors).
+    pub nginx_workers: u32,
+    /// HAProxy processes sharing the ports with SO_REUSEPORT (one process
+    /// cannot hold more than ~10,000 tunnels under a 20,000-descriptor cap).
+    pub haproxy_procs: u32,
+}
+
+impl Setup {
+    pub fn simple(backend: u16, sz: Sizing) -> Setup {
+        Setup {
+            routes: vec![("/ws".into(), backend)],
+            sz,
+            peer_tunnels: sz.slots(),
+            nginx_workers: 2,
+            haproxy_procs: 1,
+        }
     }
 }
 
@@ -148,6 +252,21 @@ pub fn connections_to(port: u16) -> usize {
             let f: Vec<&str> = l.split_whitespace().collect();
             let rport = f.get(2).and_then(|r| r.split(':').nth(1)).and_then(|p| u16::from_str_radix(p, 16).ok());
             rport == Some(port) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// Sockets in CLOSE_WAIT on loopback whose local port is `local` (the
+/// proxy's client side) or whose remote port is one of `remote` (its
+/// backend side): peers that closed and the proxy did not.
+pub fn close_wait(local: u16, remote: &[u16]) -> usize {
+    let Ok(t) = fs::read_to_string("/proc/net/tcp") else { return 0 };
+    let port = |a: Option<&&str>| a.and_then(|r| r.split(':').nth(1)).and_then(|p| u16::from_str_radix(p, 16).ok());
+    t.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3) == Some(&"08") && (port(f.get(1)) == Some(local) || port(f.get(2)).is_some_and(|p| remote.contains(&p)))
         })
         .count()
 }
@@ -171,7 +290,7 @@ pub struct Server {
     pub port: u16,
     /// wss:// port (TLS at the proxy); 0 when it has none.
     pub tls_port: u16,
-    child: Option<Child>,
+    children: Vec<Child>,
     dir: tempfile::TempDir,
 }
 
@@ -199,33 +318,51 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Child, String> {
 
 /// The echo backend: this same binary, `echo <port>`.
 pub fn start_backend(port: u16) -> Result<Server, String> {
+    start_backends(&[port], false)
+}
+
+/// One echo process listening on every port of `ports` (`small`: the
+/// climb's small buffers).
+pub fn start_backends(ports: &[u16], small: bool) -> Result<Server, String> {
     let dir = tempfile::Builder::new()
         .prefix("wst-bench-echo-")
         .tempdir()
         .map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.arg("echo").arg(port.to_string());
+    let list: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    cmd.arg("echo").arg(list.join(","));
+    if small {
+        cmd.arg("small");
+    }
     let child = spawn(&mut cmd, &dir.path().join("echo.log"))?;
     let s = Server {
         kind: Kind::Direct,
-        port,
+        port: ports.first().copied().unwrap_or(0),
         tls_port: 0,
-        child: Some(child),
+        children: vec![child],
         dir,
     };
+    for &p in ports.iter().skip(1) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !port_accepts(p) {
+            if Instant::now() > deadline {
+                return Err(format!("echo backend did not listen on {p}:\n{}", s.logs()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     s.wait_ready(0)?;
     Ok(s)
 }
 
 impl Server {
-    pub fn start(
-        env: &Env,
-        kind: Kind,
-        backend: u16,
-        pki: &Pki,
-        sz: Sizing,
-    ) -> Result<Server, String> {
+    pub fn start(env: &Env, kind: Kind, backend: u16, pki: &Pki, sz: Sizing) -> Result<Server, String> {
+        Server::start_with(env, kind, &Setup::simple(backend, sz), pki)
+    }
+
+    pub fn start_with(env: &Env, kind: Kind, st: &Setup, pki: &Pki) -> Result<Server, String> {
+        let sz = st.sz;
         let dir = tempfile::Builder::new()
             .prefix(&format!("wst-bench-{}-", kind.name()))
             .tempdir()
@@ -238,36 +375,42 @@ impl Server {
         let port = free_port()?;
         let tls_port = free_port()?;
         let log = d.join("stdout.log");
-        let (child, children) = match kind {
-            Kind::Ours | Kind::OursAlt | Kind::StockDefault | Kind::StockLegacy => {
-                let conf = httpd_conf(env, kind, &d, port, tls_port, backend, pki, sz);
+        let (procs, children) = match kind {
+            Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::StockDefault | Kind::StockLegacy => {
+                let conf = httpd_conf(env, kind, &d, port, tls_port, st, pki);
                 let path = d.join("httpd.conf");
                 fs::write(&path, conf).map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(&env.httpd);
                 cmd.arg("-d").arg(&d).arg("-f").arg(&path).arg("-DFOREGROUND");
-                (spawn(&mut cmd, &log)?, sz.servers as usize)
+                (vec![spawn(&mut cmd, &log)?], sz.servers as usize)
             }
             Kind::Nginx => {
                 for sub in ["tmp"] {
                     let _ = fs::create_dir_all(d.join(sub));
                     world_readable(&d.join(sub));
                 }
-                let conf = nginx_conf(&d, port, tls_port, backend, pki, sz);
+                let conf = nginx_conf(&d, port, tls_port, st, pki);
                 let path = d.join("nginx.conf");
                 fs::write(&path, conf).map_err(|e| e.to_string())?;
                 let bin = env.nginx.clone().ok_or("nginx not installed")?;
                 let mut cmd = Command::new(bin);
                 cmd.arg("-p").arg(&d).arg("-c").arg(&path).arg("-e").arg(d.join("error.log"));
-                (spawn(&mut cmd, &log)?, 2)
+                (vec![spawn(&mut cmd, &log)?], st.nginx_workers as usize)
             }
             Kind::Haproxy => {
-                let conf = haproxy_conf(port, tls_port, backend, pki, sz);
+                let conf = haproxy_conf(port, tls_port, st, pki);
                 let path = d.join("haproxy.cfg");
                 fs::write(&path, conf).map_err(|e| e.to_string())?;
                 let bin = env.haproxy.clone().ok_or("haproxy not installed")?;
-                let mut cmd = Command::new(bin);
-                cmd.arg("-db").arg("-f").arg(&path);
-                (spawn(&mut cmd, &log)?, 0)
+                // Several processes on the same ports (HAProxy binds with
+                // SO_REUSEPORT; the kernel spreads the connections).
+                let mut v = Vec::new();
+                for i in 0..st.haproxy_procs.max(1) {
+                    let mut cmd = Command::new(&bin);
+                    cmd.arg("-db").arg("-f").arg(&path);
+                    v.push(spawn(&mut cmd, &d.join(format!("haproxy{i}.log")))?);
+                }
+                (v, 0)
             }
             Kind::Direct => return Err("direct is the backend".into()),
         };
@@ -275,7 +418,7 @@ impl Server {
             kind,
             port,
             tls_port,
-            child: Some(child),
+            children: procs,
             dir,
         };
         s.wait_ready(children)?;
@@ -283,7 +426,56 @@ impl Server {
     }
 
     fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+        self.children.first().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    /// The started processes and all their descendants.
+    pub fn all_pids(&self) -> Vec<i32> {
+        self.children.iter().flat_map(|c| descendants(c.id() as i32)).collect()
+    }
+
+    /// Open descriptors of all the server's processes.
+    pub fn fds(&self) -> usize {
+        self.all_pids()
+            .iter()
+            .map(|p| fs::read_dir(format!("/proc/{p}/fd")).map(|d| d.count()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Per process: (pid, open descriptors), for the report on where
+    /// tunnels went.
+    pub fn fds_by_process(&self) -> Vec<(i32, usize)> {
+        self.all_pids()
+            .iter()
+            .map(|&p| (p, fs::read_dir(format!("/proc/{p}/fd")).map(|d| d.count()).unwrap_or(0)))
+            .collect()
+    }
+
+    /// Lines of the error log at error level or worse (httpd: `:error]`,
+    /// `:crit]`, `:alert]`, `:emerg]`; nginx: `[error]`, `[crit]`, `[alert]`,
+    /// `[emerg]`), and the first few of them.
+    pub fn log_errors(&self) -> (usize, Vec<String>) {
+        let mut n = 0;
+        let mut first = Vec::new();
+        for f in ["error.log", "stdout.log"] {
+            let Ok(t) = fs::read_to_string(self.dir.path().join(f)) else { continue };
+            for l in t.lines() {
+                let bad = [":error]", ":crit]", ":alert]", ":emerg]", "[error]", "[crit]", "[alert]", "[emerg]", "segfault", "Segmentation", "exit signal"]
+                    .iter()
+                    .any(|k| l.contains(k))
+                    // Reaching MaxRequestWorkers is what a threaded climb
+                    // is expected to do, not an incident.
+                    && !l.contains("AH00484")
+                    && !l.contains("AH00161");
+                if bad {
+                    n += 1;
+                    if first.len() < 3 {
+                        first.push(l.chars().take(300).collect());
+                    }
+                }
+            }
+        }
+        (n, first)
     }
 
     fn logs(&self) -> String {
@@ -306,7 +498,7 @@ impl Server {
         let pid = self.pid();
         loop {
             let ports_ok = port_accepts(self.port) && (self.tls_port == 0 || port_accepts(self.tls_port));
-            if ports_ok && descendants(pid).len() >= children + 1 {
+            if ports_ok && descendants(pid).len() >= children + 1 && self.children.iter().all(|c| alive(c.id() as i32)) {
                 // Let the last children finish starting their threads.
                 std::thread::sleep(Duration::from_millis(500));
                 return Ok(());
@@ -327,7 +519,7 @@ impl Server {
     pub fn cpu_seconds(&self) -> f64 {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        descendants(self.pid())
+        self.all_pids()
             .iter()
             .filter_map(|&p| proc_stat(p))
             .map(|s| (s.utime + s.stime) as f64 / hz)
@@ -336,14 +528,14 @@ impl Server {
 
     /// VmRSS of the process and its descendants, KiB.
     pub fn rss_kib(&self) -> u64 {
-        descendants(self.pid()).iter().map(|&p| rss_kib(p)).sum()
+        self.all_pids().iter().map(|&p| rss_kib(p)).sum()
     }
 
     /// Debugging aid (BENCH_SMAPS=1): RSS KiB by kind of mapping, summed
     /// over the processes.
     pub fn rss_by_mapping(&self) -> std::collections::BTreeMap<String, u64> {
         let mut m = std::collections::BTreeMap::new();
-        for p in descendants(self.pid()) {
+        for p in self.all_pids() {
             let Ok(t) = fs::read_to_string(format!("/proc/{p}/smaps")) else { continue };
             let mut kind = String::new();
             for l in t.lines() {
@@ -368,13 +560,13 @@ impl Server {
     }
 
     pub fn processes(&self) -> usize {
-        descendants(self.pid()).len()
+        self.all_pids().len()
     }
 
     /// Is the SIGPIPE disposition "ignore" in every process? (The module's
     /// splice path relies on httpd ignoring it, as it always does.)
     pub fn ignores_sigpipe(&self) -> bool {
-        descendants(self.pid()).iter().all(|&p| {
+        self.all_pids().iter().all(|&p| {
             fs::read_to_string(format!("/proc/{p}/status"))
                 .ok()
                 .and_then(|s| {
@@ -391,22 +583,25 @@ impl Server {
     }
 
     fn stop_inner(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id() as i32;
-        // SAFETY: signals to the process group we started.
-        unsafe { libc::killpg(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut kids = std::mem::take(&mut self.children);
+        for child in &kids {
+            // SAFETY: signals to the process group we started.
+            unsafe { libc::killpg(child.id() as i32, libc::SIGTERM) };
         }
-        // SAFETY: as above; harmless if the group is gone.
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
-        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for child in kids.iter_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for mut child in kids {
+            // SAFETY: as above; harmless if the group is gone.
+            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
     }
 }
 
@@ -482,26 +677,17 @@ fn descendants(pid: i32) -> Vec<i32> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn httpd_conf(
-    env: &Env,
-    kind: Kind,
-    d: &Path,
-    port: u16,
-    tls_port: u16,
-    backend: u16,
-    pki: &Pki,
-    sz: Sizing,
-) -> String {
+fn httpd_conf(env: &Env, kind: Kind, d: &Path, port: u16, tls_port: u16, st: &Setup, pki: &Pki) -> String {
+    let sz = st.sz;
     let m = |n: &str| env.modules_dir.join(format!("mod_{n}.so")).display().to_string();
     let wst = match kind {
-        Kind::Ours => env.ours_so.display().to_string(),
+        Kind::Ours | Kind::OursAsync => env.ours_so.display().to_string(),
         Kind::OursAlt => env.alt_so.as_ref().map_or(String::new(), |p| p.display().to_string()),
         _ => m("proxy_wstunnel"),
     };
     let dd = d.display();
     let mut c = String::new();
-    let _ = writeln!(c, "# wst-bench: {}", kind.name());
+    let _ = writeln!(c, "# wst-bench: {} ({})", kind.name(), sz.mpm());
     let _ = writeln!(c, "ServerRoot \"{dd}\"\nDocumentRoot \"{dd}\"");
     let _ = writeln!(c, "PidFile \"{dd}/httpd.pid\"\nErrorLog \"{dd}/error.log\"");
     let _ = writeln!(c, "DefaultRuntimeDir \"{dd}\"\nMutex file:{dd} default");
@@ -511,7 +697,7 @@ fn httpd_conf(
     if unsafe { libc::getuid() } == 0 {
         c.push_str("User daemon\nGroup daemon\n");
     }
-    let _ = writeln!(c, "LoadModule mpm_event_module \"{}\"", m("mpm_event"));
+    let _ = writeln!(c, "LoadModule mpm_{0}_module \"{1}\"", sz.mpm(), m(&format!("mpm_{}", sz.mpm())));
     for n in ["authz_core", "proxy", "proxy_http", "socache_shmcb", "ssl"] {
         let _ = writeln!(c, "LoadModule {n}_module \"{}\"", m(n));
     }
@@ -519,15 +705,32 @@ fn httpd_conf(
     if kind == Kind::StockLegacy {
         c.push_str("ProxyWebsocketFallbackToProxyHttp Off\n");
     }
+    // Only once the module knows the directive (httpd refuses unknown ones).
+    // (ours-alt: as its module does by default, whatever it is.)
+    if env.async_ok && matches!(kind, Kind::Ours | Kind::OursAsync) {
+        let _ = writeln!(c, "ProxyWebsocketAsync {}", if kind == Kind::OursAsync { "On" } else { "Off" });
+    }
     let (s, t) = (sz.servers, sz.threads);
-    let _ = writeln!(
-        c,
-        "<IfModule mpm_event_module>\n  ServerLimit {s}\n  StartServers {s}\n  ThreadLimit {t}\n  ThreadsPerChild {t}\n  MaxRequestWorkers {}\n  MinSpareThreads 1\n  MaxSpareThreads {}\n  MaxConnectionsPerChild 0\n  ListenBacklog 4096\n</IfModule>",
-        s * t,
-        s * t
-    );
+    if sz.prefork {
+        // MaxRequestWorkers as on CentOS 6 (256); every process started up
+        // front and none retired (MaxSpareServers = all), so that the climb
+        // measures the module, not prefork's spawn rate.
+        let _ = writeln!(
+            c,
+            "<IfModule mpm_prefork_module>\n  ServerLimit {s}\n  StartServers {s}\n  MinSpareServers 1\n  MaxSpareServers {s}\n  MaxRequestWorkers {s}\n  MaxConnectionsPerChild 0\n  ListenBacklog 4096\n</IfModule>"
+        );
+    } else {
+        let _ = writeln!(
+            c,
+            "<IfModule mpm_event_module>\n  ServerLimit {s}\n  StartServers {s}\n  ThreadLimit {t}\n  ThreadsPerChild {t}\n  MaxRequestWorkers {}\n  MinSpareThreads 1\n  MaxSpareThreads {}\n  MaxConnectionsPerChild 0\n  ListenBacklog 4096\n</IfModule>",
+            s * t,
+            s * t
+        );
+    }
     let _ = writeln!(c, "SSLSessionCache \"shmcb:{dd}/ssl_scache(512000)\"");
-    let _ = writeln!(c, "ProxyPass /ws ws://127.0.0.1:{backend}/ws");
+    for (path, backend) in &st.routes {
+        let _ = writeln!(c, "ProxyPass {path} ws://127.0.0.1:{backend}/ws");
+    }
     if std::env::var_os("BENCH_KEEP").is_some() {
         let _ = writeln!(c, "CoreDumpDirectory \"{dd}\"");
     }
@@ -540,29 +743,49 @@ fn httpd_conf(
     c
 }
 
-fn nginx_conf(d: &Path, port: u16, tls_port: u16, backend: u16, pki: &Pki, sz: Sizing) -> String {
+fn nginx_conf(d: &Path, port: u16, tls_port: u16, st: &Setup, pki: &Pki) -> String {
     let dd = d.display();
-    let conns = (sz.slots() * 2 + 64).max(1024);
+    let workers = st.nginx_workers.max(1);
+    // Each tunnel is two connections of one worker; reuseport spreads the
+    // clients over the workers; 30% headroom for the kernel's uneven hash.
+    let conns = (st.peer_tunnels * 2 * 13 / 10 / workers + 64).max(1024);
+    let nofile = (conns + 64).min(19_990);
+    let conns = conns.min(nofile - 32);
+    let reuse = if workers > 2 { " reuseport" } else { "" };
+    let mut locs = String::new();
+    for (path, backend) in &st.routes {
+        let _ = write!(
+            locs,
+            "    location = {path} {{\n      proxy_pass http://127.0.0.1:{backend}/ws;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_read_timeout 3600s;\n      proxy_send_timeout 3600s;\n    }}\n"
+        );
+    }
     format!(
-        "daemon off;\nmaster_process on;\nworker_processes 2;\npid {dd}/nginx.pid;\nerror_log {dd}/error.log warn;\nworker_rlimit_nofile {};\n\
+        "daemon off;\nmaster_process on;\nworker_processes {workers};\npid {dd}/nginx.pid;\nerror_log {dd}/error.log warn;\nworker_rlimit_nofile {nofile};\n\
 events {{ worker_connections {conns}; }}\n\
 http {{\n  access_log off;\n  client_body_temp_path {dd}/tmp/body;\n  proxy_temp_path {dd}/tmp/proxy;\n  fastcgi_temp_path {dd}/tmp/fcgi;\n  uwsgi_temp_path {dd}/tmp/uwsgi;\n  scgi_temp_path {dd}/tmp/scgi;\n\
   map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
-  server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n\
-    location /ws {{\n      proxy_pass http://127.0.0.1:{backend};\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_read_timeout 3600s;\n      proxy_send_timeout 3600s;\n    }}\n  }}\n}}\n",
-        conns * 2 + 64,
+  server {{\n    listen 127.0.0.1:{port}{reuse} backlog=4096;\n    listen 127.0.0.1:{tls_port} ssl{reuse};\n    ssl_certificate {};\n    ssl_certificate_key {};\n{locs}  }}\n}}\n",
         pki.cert.display(),
         pki.key.display()
     )
 }
 
-fn haproxy_conf(port: u16, tls_port: u16, backend: u16, pki: &Pki, sz: Sizing) -> String {
-    let conns = (sz.slots() + 64).max(1024);
+fn haproxy_conf(port: u16, tls_port: u16, st: &Setup, pki: &Pki) -> String {
+    let procs = st.haproxy_procs.max(1);
+    // Per process; 30% headroom for the kernel's uneven spreading. Two
+    // descriptors a tunnel: at most ~9,900 under a 20,000 cap.
+    let conns = (st.peer_tunnels * 13 / 10 / procs + 64).clamp(1024, 9_900);
+    let mut be = String::new();
+    let mut uses = String::new();
+    for (i, (path, backend)) in st.routes.iter().enumerate() {
+        let _ = write!(uses, "  use_backend be{i} if {{ path {path} }}\n");
+        let _ = write!(be, "backend be{i}\n  http-request set-path /ws\n  server s1 127.0.0.1:{backend} maxconn {conns}\n");
+    }
     format!(
         "global\n  maxconn {conns}\n  nbthread 2\n\
 defaults\n  mode http\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n  timeout tunnel 3600s\n\
-frontend fe\n  bind 127.0.0.1:{port}\n  bind 127.0.0.1:{tls_port} ssl crt {}\n  maxconn {conns}\n  default_backend be\n\
-backend be\n  server s1 127.0.0.1:{backend} maxconn {conns}\n",
+frontend fe\n  bind 127.0.0.1:{port}\n  bind 127.0.0.1:{tls_port} ssl crt {}\n  maxconn {conns}\n{uses}  default_backend be0\n\
+{be}",
         pki.combined.display()
     )
 }
