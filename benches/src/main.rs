@@ -234,10 +234,10 @@ fn run(o: &Opts) -> Result<(), String> {
         if o.quick { ", QUICK" } else { "" }
     );
     let mut missing = Vec::new();
-    let kinds: Vec<Kind> = [Kind::OursAsync, Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy, Kind::OursAlt]
+    let kinds: Vec<Kind> = [Kind::OursAsync, Kind::OursLimits, Kind::Ours, Kind::StockDefault, Kind::StockLegacy, Kind::Nginx, Kind::Haproxy, Kind::OursAlt]
         .into_iter()
         .filter(|k| *k != Kind::OursAlt || env.alt_so.is_some())
-        .filter(|k| *k != Kind::OursAsync || env.async_ok)
+        .filter(|k| !matches!(k, Kind::OursAsync | Kind::OursLimits) || env.async_ok)
         .filter(|k| o.targets.as_ref().is_none_or(|t| t.iter().any(|n| n == k.name())))
         .filter(|k| {
             let ok = env.has(*k);
@@ -432,7 +432,7 @@ fn run(o: &Opts) -> Result<(), String> {
             // measured with Debian's sizing (issue 11's condition), the
             // threaded targets need a worker per tunnel (cap_sizing). Either
             // way the warm-up below touches every worker thread once.
-            let sizing = if k == Kind::OursAsync { Sizing::event(6, 25) } else { p.cap_sizing };
+            let sizing = if matches!(k, Kind::OursAsync | Kind::OursLimits) { Sizing::event(6, 25) } else { p.cap_sizing };
             let s = match Server::start(&env, k, backend.port, &pki, sizing) {
                 Ok(s) => s,
                 Err(e) => {
@@ -448,7 +448,7 @@ fn run(o: &Opts) -> Result<(), String> {
             // is a one-time cost too: ours-async's 150 threads get two
             // warm-up tunnels each.
             let warm_n = env_usize("BENCH_MEM_WARM", 100);
-            let warm_n = if k == Kind::OursAsync { warm_n.max(300) } else { warm_n };
+            let warm_n = if matches!(k, Kind::OursAsync | Kind::OursLimits) { warm_n.max(300) } else { warm_n };
             let _ = rt.block_on(load::open_idle(&dest, warm_n, 50, &mut warm));
             drop(warm);
             std::thread::sleep(Duration::from_millis(1000));

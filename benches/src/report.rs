@@ -11,7 +11,9 @@ pub const STOCK_LEGACY: &str = "stock-legacy";
 pub const DIRECT: &str = "direct";
 /// A pseudo-target: per round, the better of nginx and HAProxy.
 pub const BEST_PEER: &str = "best of nginx/HAProxy";
-pub const COLUMNS: [&str; 8] = [ASYNC, OURS, STOCK_DEFAULT, STOCK_LEGACY, "nginx", "haproxy", DIRECT, "ours-alt"];
+pub const COLUMNS: [&str; 9] = [ASYNC, LIMITS, OURS, STOCK_DEFAULT, STOCK_LEGACY, "nginx", "haproxy", DIRECT, "ours-alt"];
+/// ours-async with every limit of issue 15 set (none reached).
+pub const LIMITS: &str = "ours-limits";
 
 #[derive(Clone, Debug)]
 pub struct Metric {
@@ -262,6 +264,9 @@ fn ratio_columns(r: &Results) -> Vec<(&'static str, &'static str, String)> {
         v.push((OURS, BEST_PEER, "ours ÷ best of nginx/HAProxy".to_string()));
     }
     v.push((OURS, STOCK_DEFAULT, "ours (threaded) ÷ stock-default".to_string()));
+    if r.has(LIMITS) {
+        v.push((LIMITS, ASYNC, "ours-limits ÷ ours-async".to_string()));
+    }
     v
 }
 

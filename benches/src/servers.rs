@@ -32,6 +32,10 @@ pub enum Kind {
     /// when the module knows the directive; `Ours` then runs with
     /// `ProxyWebsocketAsync Off` (the threaded path).
     OursAsync,
+    /// ours-async with every limit of issue 15 set, none of them reached:
+    /// what the limits cost (message size, message rate, lifetime, per-client
+    /// tunnels).
+    OursLimits,
 }
 
 impl Kind {
@@ -45,13 +49,14 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::OursAlt => "ours-alt",
             Kind::OursAsync => "ours-async",
+            Kind::OursLimits => "ours-limits",
         }
     }
     pub fn is_httpd(self) -> bool {
-        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::StockDefault | Kind::StockLegacy)
+        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::OursLimits | Kind::StockDefault | Kind::StockLegacy)
     }
     pub fn is_ours(self) -> bool {
-        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync)
+        matches!(self, Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::OursLimits)
     }
 }
 
@@ -175,7 +180,7 @@ LoadModule mpm_event_module \"{1}\"\nLoadModule authz_core_module \"{2}\"\nLoadM
             Kind::Nginx => self.nginx.is_some(),
             Kind::Haproxy => self.haproxy.is_some(),
             Kind::OursAlt => self.alt_so.is_some(),
-            Kind::OursAsync => self.async_ok,
+            Kind::OursAsync | Kind::OursLimits => self.async_ok,
             _ => true,
         }
     }
@@ -376,7 +381,7 @@ impl Server {
         let tls_port = free_port()?;
         let log = d.join("stdout.log");
         let (procs, children) = match kind {
-            Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::StockDefault | Kind::StockLegacy => {
+            Kind::Ours | Kind::OursAlt | Kind::OursAsync | Kind::OursLimits | Kind::StockDefault | Kind::StockLegacy => {
                 let conf = httpd_conf(env, kind, &d, port, tls_port, st, pki);
                 let path = d.join("httpd.conf");
                 fs::write(&path, conf).map_err(|e| e.to_string())?;
@@ -681,7 +686,7 @@ fn httpd_conf(env: &Env, kind: Kind, d: &Path, port: u16, tls_port: u16, st: &Se
     let sz = st.sz;
     let m = |n: &str| env.modules_dir.join(format!("mod_{n}.so")).display().to_string();
     let wst = match kind {
-        Kind::Ours | Kind::OursAsync => env.ours_so.display().to_string(),
+        Kind::Ours | Kind::OursAsync | Kind::OursLimits => env.ours_so.display().to_string(),
         Kind::OursAlt => env.alt_so.as_ref().map_or(String::new(), |p| p.display().to_string()),
         _ => m("proxy_wstunnel"),
     };
@@ -707,8 +712,18 @@ fn httpd_conf(env: &Env, kind: Kind, d: &Path, port: u16, tls_port: u16, st: &Se
     }
     // Only once the module knows the directive (httpd refuses unknown ones).
     // (ours-alt: as its module does by default, whatever it is.)
-    if env.async_ok && matches!(kind, Kind::Ours | Kind::OursAsync) {
-        let _ = writeln!(c, "ProxyWebsocketAsync {}", if kind == Kind::OursAsync { "On" } else { "Off" });
+    if env.async_ok && matches!(kind, Kind::Ours | Kind::OursAsync | Kind::OursLimits) {
+        let _ = writeln!(c, "ProxyWebsocketAsync {}", if kind == Kind::Ours { "Off" } else { "On" });
+    }
+    if kind == Kind::OursLimits {
+        // Every limit on, none reached by the workloads.
+        c.push_str(
+            "ProxyWebsocketMaxMessageSize 64M
+ProxyWebsocketMaxMessageRate 1000000 1000000
+             ProxyWebsocketMaxLifetime 3600
+ProxyWebsocketMaxClientTunnels 1000000
+",
+        );
     }
     let (s, t) = (sz.servers, sz.threads);
     if sz.prefork {

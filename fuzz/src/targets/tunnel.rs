@@ -392,5 +392,8 @@ pub fn run(data: &[u8]) {
         EndReason::PingTimeout | EndReason::GoingAway => {
             panic!("a WebSocket ending on a plain tunnel: {stats:?}")
         }
+        EndReason::MessageTooBig | EndReason::RateLimited | EndReason::Lifetime => {
+            panic!("a limit ended a tunnel that has none: {stats:?}")
+        }
     }
 }
