@@ -75,7 +75,14 @@ fn many_messages_both_directions_interleaved() {
 
 #[test]
 fn access_log_shows_101_and_counts_tunneled_bytes() {
-    let (_b, h) = start();
+    // A tunnel that keeps its worker (ProxyWebsocketAsync Off; stock's only way) is logged when
+    // it ends, with its bytes; a handed-over one at the hand-over (next test).
+    let backend = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", backend.port())
+        .config(PROXYPASS)
+        .async_tunnels(false)
+        .start();
     let (_resp, mut ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::Chrome).unwrap();
     let n = 1 << 20;
     let data = binary_payload(n, 7);
@@ -102,6 +109,31 @@ fn access_log_shows_101_and_counts_tunneled_bytes() {
         "%O too large: {}",
         line.raw
     );
+}
+
+/// A tunnel handed to the child's reactor: its 101 line is in the access log while it is still
+/// open, counting the handshake only (its bytes go to ProxyWebsocketTunnelLog).
+#[test]
+fn access_log_line_of_a_handed_over_tunnel_is_written_at_the_hand_over() {
+    if !wst_e2e::need::ours() {
+        return;
+    }
+    let backend = WstEcho::start();
+    let h = Httpd::builder()
+        .var("BACKEND_PORT", backend.port())
+        .config(PROXYPASS)
+        .async_tunnels(true)
+        .start();
+    let (_resp, mut ws) = WsClient::connect(&h.target(), "/ws/echo", Browser::Chrome).unwrap();
+    let n = 1 << 20;
+    let m = roundtrip(&mut ws, Message::binary(binary_payload(n, 7))).unwrap();
+    assert_eq!(m.into_data().len(), n);
+    let line = h
+        .wait_access(Duration::from_secs(10), |l| l.request.contains("/ws/echo"))
+        .unwrap_or_else(|| panic!("no access log line while the tunnel is open:\n{}", h.access_log()));
+    assert_eq!(line.status, 101, "access log: {}", line.raw);
+    assert!(line.bytes_in < 4096 && line.bytes_out < 4096, "handshake only: {}", line.raw);
+    close(&mut ws);
 }
 
 #[test]
