@@ -169,9 +169,8 @@ fn per_client_cap(threaded: bool, mpm: Option<&str>) {
         .var("BACKEND_PORT", b.port())
         .config(&several_children(5, 4))
         .config(CAP_2);
-    if threaded {
-        builder = builder.config("ProxyWebsocketAsync Off\n");
-    }
+    // The path is pinned (WST_ASYNC=off must not move the handed-over variants).
+    builder = builder.async_tunnels(!threaded);
     if let Some(m) = mpm {
         builder = builder.mpm(m);
     }
@@ -320,9 +319,8 @@ fn counts_survive_graceful_restart(threaded: bool) {
         .var("BACKEND_PORT", b.port())
         .config(&several_children(5, 4))
         .config(CAP_2);
-    if threaded {
-        builder = builder.config("ProxyWebsocketAsync Off\n");
-    }
+    // The path is pinned (WST_ASYNC=off must not move the handed-over variants).
+    builder = builder.async_tunnels(!threaded);
     let h = builder.start();
     let t = h.target();
     let mut open: Vec<Ws> = (0..2)
@@ -376,9 +374,8 @@ fn counts_come_back_after_kill9(mpm: &str, threaded: bool) {
             .module("status")
             .config("<Location /server-status>\n    SetHandler server-status\n</Location>\n");
     }
-    if threaded {
-        builder = builder.config("ProxyWebsocketAsync Off\n");
-    }
+    // The path is pinned (WST_ASYNC=off must not move the handed-over variants).
+    builder = builder.async_tunnels(!threaded);
     let h = builder.start();
     let t = h.target();
     if mpm == "prefork" {

@@ -230,15 +230,13 @@ CustomLog \"{DIR}/logs/notes.log\" wstlim\n";
 
 /// httpd with a tunnel log, the notes log, `/ws/` to `port`, and `extra` (directives).
 fn httpd(path: Path, port: u16, extra: &str) -> Httpd {
-    let async_line = match path {
-        Path::Async => "",
-        Path::Threaded => "ProxyWebsocketAsync Off\n",
-    };
+    // The path is pinned (WST_ASYNC=off must not move the handed-over variants).
     Httpd::builder()
         .var("BACKEND_PORT", port)
+        .async_tunnels(matches!(path, Path::Async))
         .config(NOTES)
         .config(&format!(
-            "ProxyWebsocketTunnelLog \"{{DIR}}/logs/tunnels.log\" \"{TLOG}\"\n{async_line}{extra}\
+            "ProxyWebsocketTunnelLog \"{{DIR}}/logs/tunnels.log\" \"{TLOG}\"\n{extra}\
              ProxyPass /ws/ ws://127.0.0.1:{{BACKEND_PORT}}/ retry=0\n"
         ))
         .start()
