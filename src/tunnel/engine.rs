@@ -319,6 +319,9 @@ impl Tunnel<'_, '_> {
         }
     }
 
+    // The Err is the tunnel's end, once per tunnel: its size is of no
+    // consequence (the Ok path is the hot one).
+    #[allow(clippy::result_large_err)]
     fn turn_inner<C, B, F, R>(
         &mut self,
         now: u64,
@@ -420,13 +423,11 @@ impl Tunnel<'_, '_> {
             }
             self.next_tick = now.saturating_add(tick);
         }
-        if self.ending.is_none() && !self.closing && self.lifetime_end != u64::MAX {
-            if now >= self.lifetime_end {
-                if !ws {
-                    return Err(self.finish(EndReason::Lifetime, 0));
-                }
-                self.start_ending(EndReason::Lifetime, now, cfg.close_wait_ms, true);
+        if self.ending.is_none() && !self.closing && now >= self.lifetime_end {
+            if !ws {
+                return Err(self.finish(EndReason::Lifetime, 0));
             }
+            self.start_ending(EndReason::Lifetime, now, cfg.close_wait_ms, true);
         }
         let mut wait = self.next_tick.saturating_sub(now);
         if self.ending.is_none() && !self.closing {
