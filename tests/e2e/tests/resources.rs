@@ -442,7 +442,9 @@ fn no_close_wait_after_half_closes() {
         ))
         .start();
     let t = h.target();
-    let base = snapshot(&h);
+    // Settled: a prefork child forked a moment ago has not yet opened what its child_init
+    // opens (the reactor's epoll and wake-up pipe).
+    let base = settled_snapshot(&h);
     for i in 0..10 {
         let req = UpgradeRequest::new("/ws/halfclose", &t.host, Browser::Chrome);
         let mut c = RawClient::connect(&t).unwrap();
